@@ -1,0 +1,227 @@
+"""Model registry: every teacher and student architecture, each a config plus a small nn.Module.
+
+Configs list every layer width explicitly so that a pruned model is just the same architecture
+with smaller widths: rebuilding it needs only the config, never a pickled module.
+Input to every model is an image batch scaled to [0, 1], shape (N, C, H, W); the dataset's
+normalisation (training-split mean and std) is the first layer, so exported graphs are complete.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class _ArchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MLPConfig(_ArchConfig):
+    """Fully connected network: no spatial prior at all (sees pixels as an unordered vector)."""
+
+    arch: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(
+        default=[512, 256], min_length=1, description="Width of each hidden layer."
+    )
+    dropout: float = Field(default=0.2, ge=0, lt=1, description="Dropout after each hidden layer.")
+
+
+class CNNConfig(_ArchConfig):
+    """Plain VGG-style CNN: conv3x3-BN-ReLU blocks, 2x2 max-pool after the first `pools` blocks."""
+
+    arch: Literal["cnn"] = "cnn"
+    channels: list[Annotated[int, Field(gt=0)]] = Field(
+        default=[64, 128], min_length=1, description="Output channels of each conv block."
+    )
+    pools: int = Field(default=2, ge=0, description="Max-pool (2x2) after this many first blocks.")
+    head: Literal["gap", "flatten"] = Field(
+        default="gap", description="Global average pooling or flatten before the classifier."
+    )
+    hidden: int = Field(default=0, ge=0, description="Hidden units before the classifier (0: none).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout before the classifier.")
+
+
+class ResNetConfig(_ArchConfig):
+    """Residual CNN: a stem, then basic blocks (conv-BN-ReLU-conv-BN + identity) at `width`."""
+
+    arch: Literal["resnet"] = "resnet"
+    width: int = Field(default=32, gt=0, description="Channels of the residual stream.")
+    blocks: list[Annotated[int, Field(gt=0)]] = Field(
+        default=[32, 32, 32], min_length=1, description="Inner channels of each residual block."
+    )
+    pool_after: list[Annotated[int, Field(ge=0)]] = Field(
+        default=[0], description="Indices of blocks followed by a 2x2 max-pool."
+    )
+
+
+class DSCNNConfig(_ArchConfig):
+    """Depthwise-separable CNN (MobileNet-style), built for small students on edge CPUs."""
+
+    arch: Literal["dscnn"] = "dscnn"
+    stem: int = Field(default=16, gt=0, description="Channels of the first full 3x3 conv.")
+    channels: list[Annotated[int, Field(gt=0)]] = Field(
+        default=[32, 48], min_length=1, description="Pointwise output channels of each DS block."
+    )
+    pools: int = Field(default=2, ge=0, description="Max-pool (2x2) after this many first stages.")
+
+
+ArchConfig = Annotated[
+    MLPConfig | CNNConfig | ResNetConfig | DSCNNConfig, Field(discriminator="arch")
+]
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with the training split's statistics, kept as buffers in the checkpoint."""
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn(c_in: int, c_out: int, groups: int = 1, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: MLPConfig, in_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_shape[0] * in_shape[1] * in_shape[2]
+        for h in cfg.hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+            if cfg.dropout:
+                layers.append(nn.Dropout(cfg.dropout))
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class CNN(nn.Module):
+    def __init__(self, cfg: CNNConfig, in_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        c, h, w = in_shape
+        layers: list[nn.Module] = []
+        for i, out in enumerate(cfg.channels):
+            layers.append(conv_bn(c, out))
+            if i < cfg.pools and min(h, w) >= 2:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = out
+        if cfg.head == "gap":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            width = c
+        else:
+            layers.append(nn.Flatten())
+            width = c * h * w
+        if cfg.hidden:
+            layers += [nn.Linear(width, cfg.hidden), nn.ReLU(inplace=True)]
+            width = cfg.hidden
+        if cfg.dropout:
+            layers.append(nn.Dropout(cfg.dropout))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, width: int, inner: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, inner, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(out)))
+
+
+class ResNet(nn.Module):
+    def __init__(self, cfg: ResNetConfig, in_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.stem = conv_bn(in_shape[0], cfg.width)
+        layers: list[nn.Module] = []
+        for i, inner in enumerate(cfg.blocks):
+            layers.append(BasicBlock(cfg.width, inner))
+            if i in cfg.pool_after:
+                layers.append(nn.MaxPool2d(2))
+        self.blocks = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(cfg.width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.blocks(self.stem(x))))
+
+
+class DSCNN(nn.Module):
+    def __init__(self, cfg: DSCNNConfig, in_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        h, w = in_shape[1:]
+        layers: list[nn.Module] = [conv_bn(in_shape[0], cfg.stem)]
+        c = cfg.stem
+        for i, out in enumerate(cfg.channels):
+            # depthwise 3x3 (spatial), then pointwise 1x1 (channel mixing)
+            layers += [conv_bn(c, c, groups=c), conv_bn(c, out, k=1)]
+            if i < cfg.pools and min(h, w) >= 2:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "resnet": ResNet,
+    "dscnn": DSCNN,
+}
+
+
+class Classifier(nn.Module):
+    """Normalisation + backbone; `body` is the registry module, `norm` the dataset statistics."""
+
+    def __init__(self, arch: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.norm = Normalize(mean, std)
+        self.body = arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, K) logits
+        return self.body(self.norm(x))
+
+
+def build_model(
+    cfg: MLPConfig | CNNConfig | ResNetConfig | DSCNNConfig,
+    in_shape: tuple[int, int, int] | list[int],
+    num_classes: int,
+    mean: float = 0.0,
+    std: float = 1.0,
+) -> Classifier:
+    """Instantiate the architecture that ``cfg.arch`` names, preceded by input normalisation."""
+    in_shape = tuple(int(v) for v in in_shape)
+    body = ARCHITECTURES[cfg.arch](cfg, in_shape, num_classes)  # type: ignore[arg-type]
+    return Classifier(body, mean, std)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Orchestration, tracking, registry and CLI around the pure steps in `components/`."""

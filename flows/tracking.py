@@ -1,0 +1,128 @@
+"""MLflow tracking for stages: one run per stage, grouped under one pipeline run.
+
+`sqlite:///mlflow.db` by default; `MLFLOW_TRACKING_URI` is honoured. When a pipeline driver
+(`distillery repro`, the Prefect flow) sets `DISTILLERY_PARENT_RUN_ID`, stage runs nest under it;
+every run is also tagged with the git commit and the data hash so they group without a parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PARENT_ENV = "DISTILLERY_PARENT_RUN_ID"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def git_commit() -> str:
+    """HEAD's commit, suffixed `-dirty` when tracked files differ; `unknown` outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def numeric_metrics(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in flatten(d).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _mlflow():
+    import mlflow  # heavy import, kept out of module import time
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+@contextlib.contextmanager
+def start_stage_run(stage: str, experiment: str, tags: dict[str, str]) -> Iterator[Any]:
+    """Open the MLflow run of one stage (nested under the pipeline run when there is one)."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(experiment)
+    parent = os.environ.get(PARENT_ENV)
+    all_tags = {"distillery.stage": stage, "git_commit": git_commit(), **tags}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def start_pipeline_run(experiment: str, name: str = "pipeline") -> Iterator[Any]:
+    """Parent run for a whole chain; children find it through `DISTILLERY_PARENT_RUN_ID`."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=name, tags={"git_commit": git_commit(),
+                                               "distillery.stage": "pipeline"}) as run:
+        previous = os.environ.get(PARENT_ENV)
+        os.environ[PARENT_ENV] = run.info.run_id
+        try:
+            yield run
+        finally:
+            if previous is None:
+                os.environ.pop(PARENT_ENV, None)
+            else:
+                os.environ[PARENT_ENV] = previous
+
+
+def log_stage(
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    history: dict[str, list[dict[str, float]]] | None = None,
+    artifacts: list[Path] | None = None,
+) -> None:
+    """Log a stage's params (flattened), metrics, per-epoch history (batched) and artifacts."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    client = mlflow.tracking.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+    items = [Param(k, v) for k, v in flat.items()]
+    for i in range(0, len(items), 100):  # MLflow's batch limit is 100 params
+        client.log_batch(run_id, params=items[i : i + 100])
+    now = _now_ms()
+    values = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
+    for series, rows in (history or {}).items():
+        for row in rows:
+            step = int(row.get("epoch", 0))
+            values += [Metric(f"{series}.{k}", float(v), now, step)
+                       for k, v in row.items() if k != "epoch"]
+    for i in range(0, len(values), 1000):  # and 1000 metrics
+        client.log_batch(run_id, metrics=values[i : i + 1000])
+    for path in artifacts or []:
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=path.name)
+        elif path.exists():
+            mlflow.log_artifact(str(path))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

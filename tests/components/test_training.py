@@ -1,0 +1,49 @@
+import numpy as np
+import torch
+
+from components.architectures import CNNConfig, build_model
+from components.config import TrainingConfig
+from components.training import accuracy, fit, random_shift
+
+
+def test_random_shift_moves_pixels_by_at_most_the_limit():
+    x = torch.zeros(64, 1, 5, 5)
+    x[:, :, 2, 2] = 1.0
+    out = random_shift(x, 1, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    pos = out[:, 0].flatten(1).argmax(1)
+    rows, cols = pos // 5, pos % 5
+    assert set(rows.tolist()) <= {1, 2, 3} and set(cols.tolist()) <= {1, 2, 3}
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 1  # it does shift
+    assert torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))  # nothing falls off at shift 1
+
+
+def test_fit_lowers_the_loss_and_restores_the_best_epoch(tiny_dataset):
+    ds = tiny_dataset
+    model = build_model(CNNConfig(channels=[4, 8]), ds.in_shape, ds.num_classes, ds.mean, ds.std)
+    cfg = TrainingConfig(epochs=8, batch_size=16, lr=0.01, patience=8, shift=0)
+    result = fit(model, ds.train, ds.val, cfg)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.val_accuracy == max(h["val_accuracy"] for h in result.history)
+    assert accuracy(model, ds.val) == result.val_accuracy  # best weights are back in the model
+    assert result.val_accuracy > 0.9
+
+
+def test_fit_is_deterministic_for_a_seed(tiny_dataset):
+    ds = tiny_dataset
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = build_model(CNNConfig(channels=[4]), ds.in_shape, ds.num_classes)
+        fit(model, ds.train, ds.val, TrainingConfig(epochs=2, batch_size=16, seed=3))
+        outs.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_fit_early_stops_when_validation_stalls(tiny_dataset):
+    ds = tiny_dataset
+    model = build_model(CNNConfig(channels=[4]), ds.in_shape, ds.num_classes)
+    result = fit(model, ds.train, ds.val, TrainingConfig(epochs=50, patience=2, lr=0.05))
+    assert result.epochs_run < 50
+    assert np.isfinite(result.seconds)
