@@ -30,7 +30,7 @@ class MLPConfig(_ArchConfig):
 
 
 class CNNConfig(_ArchConfig):
-    """Plain VGG-style CNN: conv3x3-BN-ReLU blocks, 2x2 max-pool after the first `pools` blocks."""
+    """Plain VGG-style CNN: conv3x3-BN-ReLU blocks, 2x2 max-pool after the first `pools`."""
 
     arch: Literal["cnn"] = "cnn"
     channels: list[Annotated[int, Field(gt=0)]] = Field(
@@ -40,7 +40,7 @@ class CNNConfig(_ArchConfig):
     head: Literal["gap", "flatten"] = Field(
         default="gap", description="Global average pooling or flatten before the classifier."
     )
-    hidden: int = Field(default=0, ge=0, description="Hidden units before the classifier (0: none).")
+    hidden: int = Field(default=0, ge=0, description="Hidden units before the classifier, 0: none.")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout before the classifier.")
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from components.architectures import ArchConfig
+from components.base_config import Section, TrainingConfig
+from components.convert import ConvertConfig
+from components.prune import PruneConfig
+from components.quantize import QuantizeConfig
 
 PARAMS_FILE = Path("params.yaml")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class SplitConfig(Section):
@@ -49,7 +49,7 @@ class IngestConfig(Section):
     max_value: float | None = Field(
         default=None,
         gt=0,
-        description="Pixel value that maps to 1.0; default: the source's own (16 digits, 255 else).",
+        description="Pixel value that maps to 1.0; default: the source's (16 digits, 255 else).",
     )
     split: SplitConfig = SplitConfig()
     seed: int = Field(default=0, description="Seed of the stratified split.")
@@ -82,21 +82,6 @@ class ValidateConfig(Section):
         gt=0,
         description="Fail when a drift score (class-share L1 / intensity histogram TV) exceeds it.",
     )
-
-
-class TrainingConfig(Section):
-    """The one training loop shared by teachers, students, distillation and fine-tuning."""
-
-    epochs: int = Field(default=40, gt=0, description="Maximum epochs.")
-    batch_size: int = Field(default=64, gt=0)
-    lr: float = Field(default=3e-3, gt=0, description="Peak learning rate (AdamW).")
-    weight_decay: float = Field(default=1e-4, ge=0)
-    schedule: Literal["onecycle", "cosine"] = Field(default="onecycle")
-    patience: int = Field(default=10, gt=0, description="Early stop after this many flat epochs.")
-    shift: int = Field(default=1, ge=0, description="Augmentation: max random shift in pixels.")
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
-    seed: int = Field(default=0)
 
 
 class TeachersConfig(Section):
@@ -141,6 +126,9 @@ class Params(Section):
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
     train_teachers: TeachersConfig
     distill: DistillConfig | None = None
+    prune: PruneConfig | None = None
+    quantize: QuantizeConfig = QuantizeConfig()
+    convert: ConvertConfig = ConvertConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())

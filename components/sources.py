@@ -125,7 +125,7 @@ def load_idx(cfg: IngestConfig) -> RawData:
     folder = _source_path(cfg)
     if not folder.is_dir():
         raise ValueError(f"{folder}: the idx source expects a folder of IDX files")
-    pairs = []
+    pairs: dict[str, tuple[Path, Path]] = {}
     for part in ("train", "t10k", "test"):
         images = _find_one(folder, (f"*{part}-images*",))
         labels = _find_one(folder, (f"*{part}-labels*",))
@@ -134,12 +134,12 @@ def load_idx(cfg: IngestConfig) -> RawData:
         if images is None or labels is None:
             have = images or labels
             raise ValueError(f"{have}: its {part} images/labels partner file is missing")
-        pairs.append((images, labels))
-    if not pairs or not pairs[0][0].name.count("train"):
+        pairs[part] = (images, labels)
+    if "train" not in pairs:
         raise ValueError(f"{folder}: no '*train-images*' / '*train-labels*' IDX pair found")
 
     xs, ys, ids = [], [], []
-    for images_path, labels_path in pairs:
+    for images_path, labels_path in pairs.values():
         x, y = read_idx(images_path), read_idx(labels_path)
         if x.ndim != 3:
             raise ValueError(f"{images_path}: expected 3 dims (N, H, W), got {x.shape}")
@@ -162,7 +162,7 @@ def load_idx(cfg: IngestConfig) -> RawData:
         ids=np.array(ids),
         classes=classes,
         max_value=1.0 if np.issubdtype(x.dtype, np.floating) else 255.0,
-        source_sha256=_hash_files([p for pair in pairs for p in pair]),
+        source_sha256=_hash_files([p for pair in pairs.values() for p in pair]),
     )
 
 

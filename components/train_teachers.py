@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from components.architectures import build_model, count_params
+from components.base_config import TrainingConfig
 from components.checkpoint import save_checkpoint
-from components.config import TrainingConfig
 from components.data import Dataset
 from components.io import atomic_dir, atomic_write_json
 from components.training import accuracy, fit, seed_everything

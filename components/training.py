@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from components.config import TrainingConfig
+from components.base_config import TrainingConfig
 from components.data import Split
 
 # loss(model, x, y) -> scalar; x is the (augmented) batch on the training device
@@ -95,6 +95,14 @@ def accuracy(model: nn.Module, split: Split, device: torch.device | str = "cpu")
     return float((logits.argmax(1).numpy() == split.y).mean())
 
 
+def evaluate_split(model: nn.Module, split: Split, device: torch.device | str = "cpu"
+                   ) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``split``."""
+    logits = predict_logits(model, split.x, device=device)
+    y = torch.as_tensor(split.y)
+    return float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y))
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -127,7 +135,8 @@ def fit(
     x_all = torch.as_tensor(train.x, dtype=torch.float32, device=device)
     y_all = torch.as_tensor(train.y, dtype=torch.long, device=device)
 
-    best_acc, best_epoch, best_state, stale = -1.0, 0, None, 0
+    # best = highest val accuracy, ties broken by lower val loss (small val sets saturate)
+    best_key, best_acc, best_epoch, best_state, stale = (-1.0, 0.0), -1.0, 0, None, 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     bar = tqdm(range(cfg.epochs), desc=desc, leave=False, disable=None)
@@ -147,12 +156,13 @@ def fit(
             opt.step()
             sched.step() if sched.last_epoch < total else None
             total_loss += loss.item() * len(idx)
-        val_acc = accuracy(model, val, device)
+        val_acc, val_loss = evaluate_split(model, val, device)
         history.append({"epoch": epoch, "train_loss": total_loss / len(train),
-                        "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]})
+                        "val_accuracy": val_acc, "val_loss": val_loss,
+                        "lr": opt.param_groups[0]["lr"]})
         bar.set_postfix(loss=f"{total_loss / len(train):.4f}", val_acc=f"{val_acc:.4f}")
-        if val_acc > best_acc:
-            best_acc, best_epoch, stale = val_acc, epoch, 0
+        if (val_acc, -val_loss) > best_key:
+            best_key, best_acc, best_epoch, stale = (val_acc, -val_loss), val_acc, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1

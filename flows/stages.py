@@ -76,7 +76,7 @@ def run_train_teachers(params: Params, item: str | None) -> StageOutput:
 
     names = params.train_teachers.teachers
     if item not in names:
-        raise ValueError(f"train_teachers: unknown teacher `{item}` (params.yaml has {list(names)})")
+        raise ValueError(f"train_teachers: unknown teacher `{item}` (params.yaml: {list(names)})")
     cfg = params.train_teachers
     result, history = train_teacher(item, cfg.teachers[item], cfg.training, load_prepared(PREPARED),
                                     TEACHERS / item, METRICS / "teachers" / f"{item}.json")

@@ -47,7 +47,9 @@ def make_dataset(n_per_class: int = 30, classes: int = 3, shape=(1, 8, 8), seed:
         "max_value": 1.0,
         "normalization": {"mean": float(splits["train"].x.mean()),
                           "std": float(splits["train"].x.std())},
-        "splits": {k: {"count": len(v), "per_class": {}, "sha256": ""} for k, v in splits.items()},
+        "splits": {k: {"count": len(v), "sha256": "",
+                       "per_class": {str(c): int((v.y == c).sum()) for c in range(classes)}}
+                   for k, v in splits.items()},
         "rejected": [],
         "data_hash": f"blobs-{n_per_class}-{classes}-{seed}",
     }

@@ -16,7 +16,8 @@ def test_atomic_dir_leaves_the_old_folder_untouched_on_failure(tmp_path):
 
 def test_atomic_write_json_is_stable_and_readable(tmp_path):
     atomic_write_json(tmp_path / "m.json", {"b": 1, "a": 2.5})
-    assert (tmp_path / "m.json").read_text().index('"a"') < (tmp_path / "m.json").read_text().index('"b"')
+    text = (tmp_path / "m.json").read_text()
+    assert text.index('"a"') < text.index('"b"')
     assert read_json(tmp_path / "m.json") == {"a": 2.5, "b": 1}
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_json(tmp_path / "missing.json")

@@ -1,0 +1,195 @@
+"""`convert`: turn every quantized variant, each teacher and the teacher ensemble into bundles.
+
+A bundle (`<out_dir>/<name>/`) runs without this repository: `model.onnx`, `model.ort` (ORT
+format, for minimal/mobile builds) where conversion succeeds, `predict.py` (onnxruntime, numpy
+and Pillow only) and `metadata.json` (input contract, classes, normalisation, opset, sha256 of
+every file, lineage). The ensemble outputs the mean of the teachers' softmax probabilities
+(as `components.ensemble` scores it), not logits: probabilities of different teachers share a
+scale, logits need not. Each bundle is re-loaded from disk and checked against its source
+(outputs within tolerance, same accuracy, and the same labels through `predict.py`) before the
+stage succeeds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from components import bundle_predict
+from components.base_config import Section
+from components.data import Dataset
+from components.ensemble import load_teachers
+from components.io import atomic_dir, atomic_save_npz, atomic_write_json, read_json, sha256_file
+from components.onnx_utils import (
+    INPUT_NAME,
+    ParityError,
+    check_parity,
+    export_onnx,
+    make_session,
+    run_session,
+    save_ort,
+    torch_outputs,
+)
+
+BUNDLE_FORMAT = 1
+
+
+class ConvertConfig(Section):
+    ort_format: bool = Field(default=True, description="Also write `model.ort` (ORT format).")
+    parity_max_abs_diff: float = Field(
+        default=1e-4, gt=0, description="Largest allowed |output difference| vs the source."
+    )
+    parity_min_top1_agreement: float = Field(
+        default=1.0, ge=0, le=1, description="Minimum share of equal top-1 vs the source."
+    )
+    include_teachers: bool = Field(
+        default=True, description="Also bundle each teacher and their averaged ensemble."
+    )
+    opset: int = Field(default=17, ge=17, description="ONNX opset of teacher/ensemble exports.")
+
+
+class AveragedSoftmax(nn.Module):
+    """Mean of the members' softmax probabilities: (N, C, H, W) -> (N, K), rows sum to one."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).softmax(1) for m in self.members]).mean(0)
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertConfig,
+                 info: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``folder`` with the model, its ORT form, predict.py and metadata.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_src, folder / "model.onnx")
+    ort_error = None
+    if cfg.ort_format:
+        try:
+            save_ort(folder / "model.onnx", folder / "model.ort")
+        except Exception as e:  # noqa: BLE001 - recorded: a variant ORT cannot convert
+            ort_error = f"{type(e).__name__}: {e}"
+    shutil.copyfile(bundle_predict.__file__, folder / "predict.py")
+    c, h, w = prepared.in_shape
+    max_value = float(prepared.manifest["max_value"])
+    meta = {
+        "format_version": BUNDLE_FORMAT,
+        "model_file": "model.onnx",
+        "ort_file": "model.ort" if (folder / "model.ort").exists() else None,
+        "ort_error": ort_error,
+        "input": {"name": INPUT_NAME, "shape": ["batch", c, h, w], "dtype": "float32",
+                  "layout": "NCHW", "range": [0.0, 1.0], "max_value": max_value,
+                  "input_scale": 1.0 / max_value,
+                  "note": "feed raw pixels x as x * input_scale (= x / max_value); "
+                          "normalisation (mean/std) happens inside the graph"},
+        "output": {"name": make_session(folder / "model.onnx").get_outputs()[0].name,
+                   "shape": ["batch", prepared.num_classes], "kind": info.pop("output_kind")},
+        "normalization": {"mean": prepared.mean, "std": prepared.std, "in_graph": True},
+        "classes": list(prepared.manifest["classes"]),
+        "opset": _opset(folder / "model.onnx"),
+        "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
+        **info,
+    }
+    atomic_write_json(folder / "metadata.json", meta)
+    for p in folder.iterdir():
+        p.chmod(0o644)  # temporary files are created 0600; a bundle is meant to be shipped
+    folder.chmod(0o755)
+    return meta
+
+
+def verify_bundle(folder: Path, reference: np.ndarray, prepared: Dataset,
+                  cfg: ConvertConfig) -> dict[str, Any]:
+    """Re-load every model file of ``folder`` and compare it with ``reference`` (test outputs).
+
+    Raises :class:`ParityError` on a mismatch or a different test accuracy; also runs the
+    bundle's own predict path on the test split and requires the source's labels.
+    """
+    meta = read_json(folder / "metadata.json")
+    for name, digest in meta["files"].items():
+        if sha256_file(folder / name) != digest:
+            raise ParityError(f"{folder / name}: sha256 differs from metadata.json", {})
+    test = prepared.test
+    ref_acc = float((reference.argmax(1) == test.y).mean())
+    out: dict[str, Any] = {"test_accuracy": ref_acc,
+                           "size_bytes": (folder / "model.onnx").stat().st_size}
+    for file in filter(None, (meta["model_file"], meta["ort_file"])):
+        parity = check_parity(reference, folder / file, test, cfg.parity_max_abs_diff,
+                              cfg.parity_min_top1_agreement)
+        acc = float((run_session(make_session(folder / file), test.x).argmax(1) == test.y).mean())
+        if acc != ref_acc:
+            raise ParityError(f"{folder / file}: test accuracy {acc:.4f} != source {ref_acc:.4f}",
+                              parity)
+        out[f"{Path(file).suffix[1:]}_max_abs_diff"] = parity["max_abs_diff"]
+    if meta["ort_file"]:
+        out["ort_size_bytes"] = (folder / meta["ort_file"]).stat().st_size
+    with tempfile.TemporaryDirectory(prefix="convert.") as tmp:
+        npz = atomic_save_npz(Path(tmp) / "test.npz", x=test.x)
+        labels = [label for _, label in bundle_predict.predict(folder, [npz])]
+    expected = [str(meta["classes"][k]) for k in reference.argmax(1)]
+    if labels != expected:
+        bad = [str(test.ids[i]) for i, (a, b) in enumerate(zip(labels, expected, strict=True))
+               if a != b]
+        raise ParityError(f"{folder}/predict.py: labels differ from the source on {bad[:5]}", {})
+    return out
+
+
+def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[str, Path],
+                  prepared: Dataset, out_dir: Path, metrics_path: Path) -> dict[str, Any]:
+    """Write one verified bundle per variant (and teacher, ensemble); return the metrics."""
+    report = read_json(quantized_dir / "report.json")
+    lineage = {"data_hash": prepared.manifest.get("data_hash"),
+               "source_checkpoint_sha256": report["source"]["sha256"],
+               "quantize_report_sha256": sha256_file(quantized_dir / "report.json")}
+    metrics: dict[str, Any] = {"bundles": {}, "skipped": {}}
+    if report.get("int8_status") == "failed":
+        metrics["skipped"]["int8"] = report.get("int8_reason")
+    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="convert.") as w:
+        sources: dict[str, tuple[Path, np.ndarray, dict]] = {}
+        for variant in report["variants"]:
+            src = quantized_dir / f"{variant}.onnx"
+            ref = run_session(make_session(src), prepared.test.x)
+            sources[variant] = (src, ref, {
+                "kind": "student", "variant": variant, "output_kind": "logits",
+                "lineage": {**lineage, "source_onnx_sha256": sha256_file(src)}})
+        if cfg.include_teachers and teacher_dirs:
+            teachers = load_teachers(teacher_dirs, prepared)
+            exports = [(f"teacher-{n}", c.model, "logits", "teacher",
+                        {"checkpoint_sha256": c.sha256, "data_hash": lineage["data_hash"]})
+                       for n, c in teachers.items()]
+            exports.append(("ensemble", AveragedSoftmax([c.model for c in teachers.values()]),
+                            "probabilities", "ensemble",
+                            {"members": {n: c.sha256 for n, c in teachers.items()},
+                             "data_hash": lineage["data_hash"]}))
+            for name, model, output, kind, lin in exports:
+                src = export_onnx(model, prepared.in_shape, Path(w) / f"{name}.onnx", cfg.opset,
+                                  output_name=output)
+                ref = torch_outputs(model, prepared.test.x)
+                check_parity(ref, src, prepared.test, cfg.parity_max_abs_diff,
+                             cfg.parity_min_top1_agreement)
+                sources[name] = (src, ref, {"kind": kind, "output_kind": output,
+                                            "lineage": lin})
+        for name, (src, ref, info) in sources.items():
+            write_bundle(tmp / name, src, prepared, cfg, info)
+            metrics["bundles"][name] = verify_bundle(tmp / name, ref, prepared, cfg)
+    atomic_write_json(metrics_path, metrics)
+    return metrics
+
+
+def predict_bundle(bundle_dir: Path, inputs: list[Path]) -> list[str]:
+    """Class name for every image (PNG/JPEG) or .npz sample in ``inputs``, via the bundle."""
+    return [label for _, label in bundle_predict.predict(bundle_dir, list(inputs))]

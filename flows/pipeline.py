@@ -1,0 +1,358 @@
+"""`compression_pipeline`: the dvc.yaml stages as Prefect tasks, built from the stage graph.
+
+Each task is one `dvc repro --single-item STAGE`, so DVC stays the record of what is up to date:
+an unchanged stage is skipped by DVC, a changed one re-runs, and `dvc.lock` ends exactly as after
+a plain `dvc repro`. Stages are submitted in topological order, each waiting only for its
+upstream futures, so independent stages (the `train_teachers@*` items) run in parallel through
+the flow's task runner: threads locally, a Dask cluster when `DISTILLERY_DASK_ADDRESS` is set.
+
+Locking: `dvc repro` holds DVC's repo lock (`.dvc/tmp/lock`) while it plans and commits a stage
+but releases it while the stage's command runs. Parallel `dvc repro` processes therefore only
+contend for a few seconds around each command, and `dvc --wait-for-lock` makes them queue for
+the lock instead of failing with "Unable to acquire lock" after DVC's 3 s default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.graph import StageGraph, StageNode, read_graph
+
+DASK_ENV = "DISTILLERY_DASK_ADDRESS"
+APPRISE_ENV = "DISTILLERY_APPRISE_URL"
+TIMEOUT_ENV = "DISTILLERY_STAGE_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 6 * 3600.0
+EVALUATION_REPORT = Path("reports/evaluate/evaluate.md")
+
+
+class StageFailed(RuntimeError):
+    """A `dvc` command of a stage exited non-zero or ran past its timeout."""
+
+
+@dataclass
+class StageRecord:
+    """What a stage task returns: DVC's version of its inputs and where its run was tracked."""
+
+    name: str
+    status: str  # ran | skipped (DVC: unchanged) | restored (DVC: run cache, no new run)
+    seconds: float
+    inputs: dict[str, str] = field(default_factory=dict)  # dep path -> md5, from dvc.lock
+    params: dict[str, Any] = field(default_factory=dict)  # params.yaml keys, from dvc.lock
+    mlflow_run_id: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# --- DVC, run as subprocesses so that each holds its own lock -----------------------------------
+
+
+def run_dvc(args: list[str], repo: str | Path, env: dict[str, str] | None = None,
+            timeout_s: float | None = None) -> str:
+    """Run `dvc --wait-for-lock ARGS` in `repo`; return its output or raise `StageFailed`.
+
+    The command leads its own process group, so a timeout ends the stage's training process too.
+    """
+    bin_dir = Path(sys.executable).parent  # the venv's `dvc` and `distillery`
+    exe = str(bin_dir / "dvc") if (bin_dir / "dvc").exists() else "dvc"
+    # PYTHONPATH: the stage runs the code of `repo`, the code whose hashes DVC records.
+    python_path = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p)
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": python_path,
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [exe, "--wait-for-lock", *args]
+    proc = subprocess.Popen(cmd, cwd=repo, env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        raise StageFailed(f"`dvc {' '.join(args)}` ran past its {timeout_s:g} s timeout") from None
+    if proc.returncode:
+        tail = "\n".join(out.strip().splitlines()[-25:])
+        raise StageFailed(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+    return out
+
+
+def stage_changed(name: str, repo: str | Path, env: dict[str, str] | None = None) -> bool:
+    """True when `dvc status NAME` reports a changed dep, param, out or command."""
+    out = run_dvc(["status", "--json", name], repo, env)
+    return bool(yaml.safe_load(out[out.find("{"):] or "{}"))
+
+
+@contextlib.contextmanager
+def dvc_repo_lock(repo: str | Path) -> Iterator[None]:
+    """Hold DVC's own repo lock (the one `dvc repro` takes) while reading or writing dvc.lock."""
+    from dvc.lock import make_lock
+
+    tmp = Path(repo) / ".dvc" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with make_lock(str(tmp / "lock"), tmp_dir=str(tmp), wait=True):
+        yield
+
+
+def read_lock_entry(name: str, repo: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """The stage's dep hashes and params as DVC recorded them in dvc.lock."""
+    with dvc_repo_lock(repo):
+        lock = yaml.safe_load((Path(repo) / "dvc.lock").read_text(encoding="utf-8")) or {}
+    entry = lock.get("stages", {}).get(name, {})
+    deps = {d["path"]: d.get("md5") or d.get("hash", "") for d in entry.get("deps", [])}
+    params = {k: v for values in entry.get("params", {}).values() for k, v in values.items()}
+    return deps, params
+
+
+def order_lockfile(repo: str | Path, order: list[str]) -> None:
+    """Write dvc.lock's stages in graph order, as a serial `dvc repro` would have.
+
+    Parallel stages finish in any order and DVC appends each as it finishes; the content is the
+    same either way, this only keeps the file (and its git diff) stable.
+    """
+    from dvc.utils.serialize import modify_yaml
+
+    path = Path(repo) / "dvc.lock"
+    if not path.exists():
+        return
+    with dvc_repo_lock(repo), modify_yaml(str(path)) as data:
+        stages = data.get("stages") or {}
+        rank = {n: i for i, n in enumerate(order)}
+        ordered = sorted(stages, key=lambda n: rank.get(n, len(rank)))
+        if list(stages) != ordered:
+            moved = {n: stages[n] for n in ordered}
+            stages.clear()
+            stages.update(moved)
+
+
+# --- MLflow look-ups and notifications ----------------------------------------------------------
+
+
+def find_stage_run(name: str, parent_run_id: str, experiment: str, uri: str) -> str | None:
+    """Id of the MLflow run that `distillery stage` logged for NAME under the pipeline run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=(f"tags.`distillery.stage` = '{name}' "
+                       f"and tags.`mlflow.parentRunId` = '{parent_run_id}'"),
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def notify(url: str, title: str, body: str) -> bool:
+    """Send one message through Apprise (any of its URL schemes); False when it could not."""
+    import apprise
+
+    sender = apprise.Apprise()
+    return bool(sender.add(url)) and bool(sender.notify(title=title, body=body))
+
+
+def apprise_url(repo: str | Path = ".") -> str | None:
+    """`DISTILLERY_APPRISE_URL`, else `notify.apprise_url` in params.yaml, else None."""
+    if os.environ.get(APPRISE_ENV):
+        return os.environ[APPRISE_ENV]
+    path = Path(repo) / "params.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    return ((raw or {}).get("notify") or {}).get("apprise_url")
+
+
+def failure_hook(url: str | None):
+    """on_failure hook for a task or flow: log what failed and notify when a URL is configured."""
+
+    def on_failure(obj, run, state) -> None:
+        message = f"{run.name} failed: {state.message or state.name}"
+        with contextlib.suppress(Exception):  # no run context: hooks may also run outside one
+            get_run_logger().error(message)
+        if url and not notify(url, f"Distillery: {obj.name} failed", message):
+            with contextlib.suppress(Exception):
+                get_run_logger().warning("could not send the failure notification")
+
+    return on_failure
+
+
+# --- the stage task -----------------------------------------------------------------------------
+
+
+@task(name="stage")
+def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment: str,
+                    timeout_s: float, force: bool = False) -> StageRecord:
+    """Reproduce one stage through DVC and record DVC's version of it and its MLflow run."""
+    start = time.perf_counter()
+    changed = force or stage_changed(node.name, repo, env)
+    if changed:
+        run_dvc(["repro", "--single-item", *(["--force"] if force else []), node.name],
+                repo, env, timeout_s)
+    inputs, params = read_lock_entry(node.name, repo)
+    parent, uri = env.get("DISTILLERY_PARENT_RUN_ID"), env.get("MLFLOW_TRACKING_URI", "")
+    run_id = find_stage_run(node.name, parent, experiment, uri) if changed and parent else None
+    status = "skipped" if not changed else "ran" if run_id else "restored"
+    metrics = {}
+    for path in node.metrics:
+        if (Path(repo) / path).exists():
+            metrics.update(yaml.safe_load((Path(repo) / path).read_text(encoding="utf-8")) or {})
+    return StageRecord(node.name, status, round(time.perf_counter() - start, 3), inputs, params,
+                       run_id, metrics)
+
+
+def stage_timeout(node: StageNode, default_s: float | None,
+                  overrides: dict[str, float] | None) -> float:
+    """Per-stage timeout: by address, else by stage name, else the default / env / 6 h."""
+    overrides = overrides or {}
+    fallback = default_s or float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
+    return float(overrides.get(node.name, overrides.get(node.stage, fallback)))
+
+
+def plan(graph: StageGraph, hook=None) -> dict[str, Any]:
+    """One task per stage, named as in dvc.yaml, in topological order."""
+    # No Prefect `timeout_seconds`: in a worker thread it cannot interrupt a blocking call, so
+    # `run_dvc` enforces each stage's timeout itself by ending the stage's process group.
+    hooks = [hook] if hook else []
+    return {name: reproduce_stage.with_options(name=name, task_run_name=name, on_failure=hooks)
+            for name in graph.order}
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def run_link(run_id: str | None, experiment_id: str | None) -> str:
+    from flows.tracking import tracking_uri
+
+    uri = tracking_uri()
+    if not run_id:
+        return ""
+    if uri.startswith("http") and experiment_id:
+        return f"[{run_id[:8]}]({uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+    return run_id
+
+
+def publish_report(records: list[StageRecord], failed: list[str], repo: str,
+                   parent_run: Any) -> str:
+    """A table artifact (lineage) and a markdown artifact (evaluation + MLflow links)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    exp_id = parent_run.info.experiment_id
+    create_table_artifact(
+        [{"stage": r.name, "status": r.status, "seconds": r.seconds,
+          "inputs": ", ".join(f"{p}:{h[:8]}" for p, h in r.inputs.items()),
+          "mlflow_run": r.mlflow_run_id or ""} for r in records],
+        key="distillery-stages", description="Stages: DVC input hashes and MLflow runs",
+    )
+    lines = [f"# Distillery pipeline: {'FAILED ' + ', '.join(failed) if failed else 'ok'}", "",
+             f"MLflow pipeline run: {run_link(parent_run.info.run_id, exp_id)}", ""]
+    report = Path(repo) / EVALUATION_REPORT
+    if report.exists():
+        lines += [report.read_text(encoding="utf-8"), ""]
+    lines += ["| stage | status | seconds | MLflow run | metrics |", "|---|---|---|---|---|"]
+    from flows.tracking import numeric_metrics
+
+    for r in records:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(numeric_metrics(r.metrics).items())[:6])
+        lines.append(f"| {r.name} | {r.status} | {r.seconds} | "
+                     f"{run_link(r.mlflow_run_id, exp_id)} | {shown} |")
+    lines += [f"| {name} | failed / not run | | | |" for name in failed]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key="distillery-report",
+                             description="Evaluation and MLflow runs of this pipeline run")
+    return markdown
+
+
+@contextlib.contextmanager
+def tracking_env(repo: str | Path) -> Iterator[str]:
+    """Pin MLFLOW_TRACKING_URI for the run: the default sqlite file is made absolute in `repo`,
+    so stage subprocesses (cwd=repo) and this process write to the same store."""
+    from flows.tracking import DEFAULT_TRACKING_URI
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = previous or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{(Path(repo) / uri.removeprefix('sqlite:///')).resolve()}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield uri
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+# --- the flow -----------------------------------------------------------------------------------
+
+
+@flow(name="compression_pipeline", task_runner=ThreadPoolTaskRunner())
+def compression_pipeline(
+    repo: str = ".",
+    targets: list[str] | None = None,
+    stage_timeout_s: float | None = None,
+    stage_timeouts: dict[str, float] | None = None,
+    force: bool = False,
+) -> list[StageRecord]:
+    """Reproduce the DVC pipeline (or TARGETS and their upstream) as one tracked Prefect run."""
+    from components.config import load_params
+    from flows.tracking import PARENT_ENV, start_pipeline_run
+
+    repo = str(Path(repo).resolve())
+    experiment = load_params(Path(repo) / "params.yaml").tracking.experiment  # fail early
+    graph = read_graph(repo)
+    if targets:
+        graph = graph.upstream_closure(targets)
+    timeouts = {n: stage_timeout(s, stage_timeout_s, stage_timeouts)
+                for n, s in graph.stages.items()}
+    tasks = plan(graph, failure_hook(apprise_url(repo)))
+    with tracking_env(repo) as uri, start_pipeline_run(experiment) as parent:
+        env = {"MLFLOW_TRACKING_URI": uri, PARENT_ENV: parent.info.run_id}
+        futures: dict[str, Any] = {}
+        for name, node in graph.stages.items():
+            futures[name] = tasks[name].submit(
+                node, repo, env, experiment, timeouts[name], force,
+                wait_for=[futures[u] for u in node.upstream if u in futures],
+            )
+        wait(list(futures.values()))
+        records = [f.state.result() for f in futures.values() if f.state.is_completed()]
+        failed = [n for n, f in futures.items() if not f.state.is_completed()]
+        order_lockfile(repo, read_graph(repo).order)
+        publish_report(records, failed, repo, parent)
+        if failed:  # raising inside the MLflow run marks it FAILED too
+            raise StageFailed(f"stages failed or not run: {', '.join(failed)}")
+    return records
+
+
+def task_runner(dask_address: str | None = None):
+    """Dask when an address is given (or `DISTILLERY_DASK_ADDRESS` is set), else threads."""
+    address = dask_address or os.environ.get(DASK_ENV)
+    if address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=address)
+    return ThreadPoolTaskRunner()
+
+
+def pipeline_flow(dask_address: str | None = None):
+    """`compression_pipeline` with the task runner chosen by `task_runner()`."""
+    return compression_pipeline.with_options(task_runner=task_runner(dask_address),
+                                             on_failure=[failure_hook(apprise_url())])
+
+
+def records_table(records: list[StageRecord]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in records]

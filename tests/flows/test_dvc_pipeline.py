@@ -1,0 +1,62 @@
+"""End to end through real DVC: a fresh workspace reproduces, a second run does nothing."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.workspace import make_workspace, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("dvc") / "ws")
+    run(["dvc", "repro"], ws)
+    return ws
+
+
+def test_fresh_repro_builds_every_stage_output(built):
+    for path in ["data/prepared/manifest.json", "metrics/validate.json", "metrics/teachers.json",
+                 "models/teachers/mlp/model.pt", "reports/validate/data_docs/index.html"]:
+        assert (built / path).exists(), path
+    teachers = json.loads((built / "metrics/teachers.json").read_text())
+    assert {"wide_cnn", "resnet", "mlp", "ensemble"} <= set(teachers)
+    assert json.loads((built / "metrics/validate.json").read_text())["success"] is True
+
+
+def test_second_repro_runs_nothing_and_status_is_clean(built):
+    out = run(["dvc", "repro"], built).stdout
+    assert "Running stage" not in out
+    status = run(["dvc", "status", "--json"], built).stdout
+    assert json.loads(status or "{}") == {}
+
+
+def test_changing_one_teacher_reruns_only_what_depends_on_it(built):
+    params = yaml.safe_load((built / "params.yaml").read_text())
+    params["train_teachers"]["teachers"]["mlp"]["hidden"] = [24]
+    (built / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stale = set(json.loads(run(["dvc", "status", "--json"], built).stdout))
+    assert "train_teachers@mlp" in stale
+    assert not stale & {"ingest", "validate", "train_teachers@resnet", "train_teachers@wide_cnn"}
+    out = run(["dvc", "repro"], built).stdout
+    assert "Running stage 'train_teachers@mlp'" in out
+    assert "Running stage 'train_teachers@resnet'" not in out
+    assert "Running stage 'ingest'" not in out
+
+
+def test_stage_runs_are_tracked_in_mlflow(built):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{built / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("distillery")
+    runs = client.search_runs([exp.experiment_id])
+    names = {r.info.run_name for r in runs}
+    assert {"ingest", "validate", "train_teachers@mlp", "ensemble"} <= names
+    teacher = next(r for r in runs if r.info.run_name == "train_teachers@resnet")
+    assert teacher.data.tags["data_hash"]
+    assert teacher.data.tags["git_commit"] != "unknown"
+    assert "test_accuracy" in teacher.data.metrics
+    history = client.get_metric_history(teacher.info.run_id, "train.val_accuracy")
+    assert len(history) >= 1

@@ -1,0 +1,78 @@
+"""A throwaway clone of this repository with tiny parameters, for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TINY: dict[str, Any] = {
+    "ingest": {"limit_per_class": 15},
+    "validate": {"max_drift": 0.5},
+    "train_teachers": {
+        "training": {"epochs": 2, "patience": 2, "batch_size": 32},
+        "teachers": {
+            "wide_cnn": {"arch": "cnn", "channels": [8, 16], "head": "flatten", "hidden": 16},
+            "resnet": {"arch": "resnet", "width": 8, "blocks": [8], "pool_after": [0]},
+            "mlp": {"arch": "mlp", "hidden": [32]},
+        },
+    },
+}
+
+
+def deep_update(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "teachers":
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if (REPO / line).is_file()]
+
+
+def make_workspace(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Copy the repo's files (as a fresh clone would have them) into ``dest``; commit them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in tracked_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    deep_update(params, overrides if overrides is not None else TINY)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "workspace"], cwd=dest, check=True)
+    return dest
+
+
+def env_for(workspace: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"
+    env["GX_ANALYTICS_ENABLED"] = "false"
+    env.pop("DISTILLERY_PARENT_RUN_ID", None)
+    return env
+
+
+def run(cmd: list[str], workspace: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=workspace, env=env_for(workspace), capture_output=True,
+                          text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
