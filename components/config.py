@@ -15,6 +15,8 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from components.architectures import ArchConfig
 from components.base_config import Section, TrainingConfig
 from components.convert import ConvertConfig
+from components.evaluate import EvaluateConfig
+from components.gates import RegisterConfig
 from components.prune import PruneConfig
 from components.quantize import QuantizeConfig
 
@@ -129,6 +131,9 @@ class Params(Section):
     prune: PruneConfig | None = None
     quantize: QuantizeConfig = QuantizeConfig()
     convert: ConvertConfig = ConvertConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    # `register` would shadow BaseModel.register, hence the alias
+    register_: RegisterConfig = Field(default=RegisterConfig(), alias="register")
     tracking: TrackingConfig = TrackingConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
@@ -146,6 +151,15 @@ class Params(Section):
                         raise ValueError(
                             f"distill.{key}: unknown teacher `{n}` (known: {sorted(known)})"
                         )
+        return self
+
+
+    @model_validator(mode="after")
+    def _primary_profile_exists(self) -> Params:
+        primary, profiles = self.register_.policy.primary_profile, self.evaluate.profiles
+        if primary not in profiles:
+            raise ValueError(f"register.policy.primary_profile: unknown profile `{primary}` "
+                             f"(evaluate.profiles: {sorted(profiles)})")
         return self
 
 

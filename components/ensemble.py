@@ -17,30 +17,32 @@ from components.io import atomic_write_json
 from components.training import predict_logits
 
 
-def load_teachers(teacher_dirs: dict[str, Path], data: Dataset) -> dict[str, Checkpoint]:
-    """Load every teacher and refuse one that was trained for another dataset."""
-    teachers: dict[str, Checkpoint] = {}
+def load_teachers(teacher_dirs: dict[str, Path], prepared: Dataset) -> dict[str, Checkpoint]:
+    """Load each teacher and refuse one that was not trained on ``prepared``'s data."""
+    loaded = {}
+    data_hash = prepared.manifest.get("data_hash")
     for name, folder in teacher_dirs.items():
+        path = Path(folder)
+        path = path / "model.pt" if path.suffix != ".pt" else path
+        if not path.exists():
+            raise ValueError(f"teacher `{name}`: checkpoint not found at {path}")
         try:
-            ckpt = load_checkpoint(folder)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"teacher `{name}`: no checkpoint at {folder} (run `train_teachers@{name}`)"
-            ) from None
-        if ckpt.in_shape != data.in_shape or ckpt.num_classes != data.num_classes:
-            raise ValueError(
-                f"teacher `{name}` ({ckpt.path}) expects input {list(ckpt.in_shape)} and "
-                f"{ckpt.num_classes} classes, the prepared data has {list(data.in_shape)} and "
-                f"{data.num_classes}"
-            )
-        their_hash = ckpt.metadata.get("data_hash")
-        if their_hash and their_hash != data.manifest.get("data_hash"):
-            raise ValueError(
-                f"teacher `{name}` ({ckpt.path}) was trained on data {their_hash[:12]}, "
-                f"the prepared data is {data.manifest.get('data_hash', '?')[:12]}"
-            )
-        teachers[name] = ckpt
-    return teachers
+            ckpt = load_checkpoint(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"teacher `{name}` ({path}): {e}") from None
+        problems = []
+        if tuple(ckpt.in_shape) != tuple(prepared.in_shape):
+            problems.append(f"input shape {list(ckpt.in_shape)} != data {list(prepared.in_shape)}")
+        if ckpt.num_classes != prepared.num_classes:
+            problems.append(f"{ckpt.num_classes} classes != data {prepared.num_classes}")
+        teacher_hash = ckpt.metadata.get("data_hash")
+        if teacher_hash and data_hash and teacher_hash != data_hash:
+            problems.append(f"trained on data {teacher_hash[:12]}, not {data_hash[:12]}")
+        if problems:
+            raise ValueError(f"teacher `{name}` ({path}) does not fit the prepared dataset: "
+                             + "; ".join(problems))
+        loaded[name] = ckpt
+    return loaded
 
 
 def ensemble_probs(teachers: list[torch.nn.Module], x: Any) -> torch.Tensor:

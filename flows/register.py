@@ -24,7 +24,7 @@ import numpy as np
 
 from components.data import load_split
 from components.evaluate import select_candidate
-from components.gates import Decision, PromotionPolicy, RegisterConfig, decide
+from components.gates import HIGHER_IS_BETTER, Decision, PromotionPolicy, RegisterConfig, decide
 from components.io import atomic_write_json, read_json, sha256_file, sha256_tree
 from flows.tracking import git_commit, tracking_uri
 
@@ -94,22 +94,25 @@ def register_variants(cfg: RegisterConfig, bundles_dir: Path, evaluate_metrics: 
             VARIANT: variant, BATCH: batch, SHA: sha256_file(folder / "model.onnx"),
             f"{T}bundle_sha256": sha256_tree(folder), METRICS: json.dumps(metrics[variant]),
             SELECTED: ",".join(selected),
-            "git_commit": lineage["git_commit"], "data_hash": str(lineage.get("data_hash")),
-            "params_hash": str(lineage.get("params_hash")),
+            "git_commit": lineage["git_commit"], "data_hash": lineage.get("data_hash"),
+            "params_hash": lineage.get("params_hash"),
             **({f"{T}parent_version": str(parent.version)} if parent else {}),
             **{f"lineage.{k}": str(v) for k, v in (meta.get("lineage") or {}).items()
                if not isinstance(v, dict | list)},
             **({f"{T}teacher_run_ids": json.dumps(lineage["teacher_run_ids"])}
                if lineage.get("teacher_run_ids") else {}),
         }
+        tags = {k: str(v) for k, v in tags.items() if v is not None}
         for key, value in tags.items():
             client.set_model_version_tag(cfg.model_name, version, key, value)
         card = model_card(cfg.model_name, version, variant, meta, metrics[variant], selected,
                           evaluate_metrics.get("skipped", {}), lineage, tags)
         if mv.run_id:
             client.log_text(mv.run_id, card, "model_card.md")
-        client.update_model_version(cfg.model_name, version,
-                                    _summary(card, mv.run_id)[:DESCRIPTION_LIMIT])
+        decided = (mv.description or "").partition(DECISION_HEADING)[2]  # kept when reused
+        summary = _summary(card, mv.run_id)[: DESCRIPTION_LIMIT - len(DECISION_HEADING) - 1500]
+        client.update_model_version(cfg.model_name, version, summary + (
+            DECISION_HEADING + decided[:1500] if decided else ""))
         out.append(client.get_model_version(cfg.model_name, version))
     client.set_registered_model_tag(cfg.model_name, BATCH, batch)  # what `promote` judges
     return out
@@ -160,7 +163,7 @@ def model_card(name: str, version: str, variant: str, meta: dict[str, Any],
     lines = [f"# {name} version {version}: `{variant}`", "",
              f"Selected for profiles: {', '.join(selected) or 'none'}.", "",
              "## Intended use", "",
-             f"Classify single-channel images of shape {inp.get('shape', '?')} "
+             f"Classify images of shape {inp.get('shape', '?')} "
              f"(`{inp.get('name', 'image')}`, float32 in [0, 1], NCHW) into {len(classes)} "
              f"classes ({', '.join(map(str, classes[:20]))}); output `{out.get('name', '?')}` "
              f"({out.get('kind', 'logits')}). Normalisation is inside the graph.", "",
@@ -211,7 +214,7 @@ def pick_candidate(versions: list[Any], policy: PromotionPolicy) -> Any:
     on_p = {str(v.version): _metrics(v).get(p) for v in versions if _metrics(v).get(p)}
     best = select_candidate(on_p)
     if best is None and on_p:
-        sign = -1 if policy.primary_metric in ("accuracy", "throughput_per_s") else 1
+        sign = -1 if HIGHER_IS_BETTER[policy.primary_metric] else 1
         best = min(on_p, key=lambda k: (sign * (on_p[k].get(policy.primary_metric) or 0), k))
     by_version = {str(v.version): v for v in versions}
     return by_version[best] if best else max(versions, key=lambda v: int(v.version))

@@ -22,6 +22,10 @@ PREPARED = Path("data/prepared")
 VALIDATE_REPORT = Path("reports/validate")
 TEACHERS = Path("models/teachers")
 STUDENT = Path("models/student")
+PRUNED = Path("models/pruned")
+QUANTIZED = Path("models/quantized")
+BUNDLES = Path("models/bundles")
+EVALUATE_REPORT = Path("reports/evaluate")
 METRICS = Path("metrics")
 FAILED = Path("reports/failed")
 
@@ -97,6 +101,87 @@ def run_ensemble(params: Params, item: str | None) -> StageOutput:
     return StageOutput(metrics=metrics, params={"teachers": sorted(params.train_teachers.teachers)})
 
 
+def _distill_cfg(params: Params):
+    if params.distill is None:
+        raise ValueError("params.yaml: `distill` section is required for this stage")
+    return params.distill
+
+
+def run_distill(params: Params, item: str | None) -> StageOutput:
+    from components.data import load_prepared
+    from components.distill import distill
+
+    cfg = _distill_cfg(params)
+    metrics = distill(cfg, load_prepared(PREPARED), teacher_dirs(params), STUDENT,
+                      METRICS / "distill.json")
+    history: dict[str, list[dict[str, float]]] = {}
+    for row in metrics.pop("history", []):  # one series per (run, seed): student.seed0, ...
+        history.setdefault(f"{row.get('run', 'train')}.seed{row.get('seed', 0)}", []).append(row)
+    return StageOutput(metrics=metrics, params=cfg.model_dump(), history=history,
+                       artifacts=[STUDENT / "metadata.json"])
+
+
+def run_prune(params: Params, item: str | None) -> StageOutput:
+    from components.data import load_prepared
+    from components.distill import load_teachers, make_kd_loss
+    from components.prune import make_finetune, prune_stage
+
+    if params.prune is None:
+        raise ValueError("params.yaml: `prune` section is required for this stage")
+    kd = _distill_cfg(params)
+    data = load_prepared(PREPARED)
+    names = kd.teachers or list(params.train_teachers.teachers)
+    teachers = load_teachers({n: TEACHERS / n for n in names}, data)
+    # fine-tune with the same multi-teacher loss the student was distilled with
+    loss = make_kd_loss([teachers[n].model for n in names], kd.weighting, kd.temperature,
+                        kd.alpha)
+    finetune = make_finetune(data, params.prune.finetune_epochs, kd.training, loss_fn=loss)
+    metrics = prune_stage(params.prune, STUDENT, data, finetune, PRUNED, METRICS / "prune.json")
+    return StageOutput(metrics=metrics, params=params.prune.model_dump(),
+                       artifacts=[PRUNED / "layers.json", PRUNED / "metadata.json"])
+
+
+def run_quantize(params: Params, item: str | None) -> StageOutput:
+    from components.data import load_prepared
+    from components.quantize import quantize_stage
+
+    metrics = quantize_stage(params.quantize, PRUNED, load_prepared(PREPARED), QUANTIZED,
+                             METRICS / "quantize.json")
+    return StageOutput(metrics=metrics, params=params.quantize.model_dump(),
+                       artifacts=[QUANTIZED / "report.json"])
+
+
+def run_convert(params: Params, item: str | None) -> StageOutput:
+    from components.convert import convert_stage
+    from components.data import load_prepared
+
+    metrics = convert_stage(params.convert, QUANTIZED, teacher_dirs(params),
+                            load_prepared(PREPARED), BUNDLES, METRICS / "convert.json")
+    return StageOutput(metrics=metrics, params=params.convert.model_dump())
+
+
+def run_evaluate(params: Params, item: str | None) -> StageOutput:
+    from components.evaluate import evaluate_stage, find_candidates
+
+    metrics = evaluate_stage(params.evaluate, find_candidates(BUNDLES), PREPARED,
+                             EVALUATE_REPORT, METRICS / "evaluate.json")
+    return StageOutput(metrics=metrics, params=params.evaluate.model_dump(),
+                       artifacts=[EVALUATE_REPORT],
+                       tags={f"selected.{p}": str(n) for p, n in metrics["selected"].items()})
+
+
+def run_register(params: Params, item: str | None) -> StageOutput:
+    from flows.register import collect_lineage, register_stage
+
+    lineage = collect_lineage(Path("params.yaml"), PREPARED, METRICS / "validate.json",
+                              list(params.train_teachers.teachers), params.tracking.experiment)
+    metrics = register_stage(params.register_, BUNDLES, METRICS / "evaluate.json", PREPARED,
+                             lineage, METRICS / "register.json")
+    outcome = (metrics.get("decision") or {}).get("outcome", "none")
+    return StageOutput(metrics=metrics, params=params.register_.model_dump(),
+                       tags={"distillery.decision": outcome})
+
+
 STAGES: dict[str, Stage] = {
     "ingest": Stage(run_ingest, lambda _: [PREPARED]),
     "validate": Stage(run_validate, lambda _: [VALIDATE_REPORT, METRICS / "validate.json"]),
@@ -105,6 +190,12 @@ STAGES: dict[str, Stage] = {
         lambda item: [TEACHERS / str(item), METRICS / "teachers" / f"{item}.json"],
     ),
     "ensemble": Stage(run_ensemble, lambda _: [METRICS / "teachers.json"]),
+    "distill": Stage(run_distill, lambda _: [STUDENT, METRICS / "distill.json"]),
+    "prune": Stage(run_prune, lambda _: [PRUNED, METRICS / "prune.json"]),
+    "quantize": Stage(run_quantize, lambda _: [QUANTIZED, METRICS / "quantize.json"]),
+    "convert": Stage(run_convert, lambda _: [BUNDLES, METRICS / "convert.json"]),
+    "evaluate": Stage(run_evaluate, lambda _: [EVALUATE_REPORT, METRICS / "evaluate.json"]),
+    "register": Stage(run_register, lambda _: [METRICS / "register.json"]),
 }
 
 

@@ -110,8 +110,8 @@ def log_stage(
     for series, rows in (history or {}).items():
         for row in rows:
             step = int(row.get("epoch", 0))
-            values += [Metric(f"{series}.{k}", float(v), now, step)
-                       for k, v in row.items() if k != "epoch"]
+            values += [Metric(f"{series}.{k}", float(v), now, step) for k, v in row.items()
+                       if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)]
     for i in range(0, len(values), 1000):  # and 1000 metrics
         client.log_batch(run_id, metrics=values[i : i + 1000])
     for path in artifacts or []:
