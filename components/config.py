@@ -7,7 +7,7 @@ the key's path in the message (``params.yaml: train_teachers.training.lr: ...``)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
@@ -119,6 +119,26 @@ class DistillConfig(Section):
     seeds: int = Field(default=1, ge=1, description="Repeat student and baseline over seeds.")
 
 
+class ScheduleConfig(Section):
+    """`schedule:` in params.yaml: when and as what the retrain deployment runs."""
+
+    cron: str = Field(default="0 3 * * 1", description="Cron expression (default Mondays 03:00).")
+    timezone: str = Field(default="UTC", description="IANA time zone the cron is read in.")
+    deployment: str = Field(default="weekly", description="Deployment name (flow `retrain`).")
+    work_pool: str | None = Field(
+        default=None, description="Work pool for `apply_deployment` (production); None: serve."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters of the scheduled runs (e.g. push: false)."
+    )
+
+
+class NotifyConfig(Section):
+    apprise_url: str | None = Field(
+        default=None, description="Apprise URL for failure alerts (or DISTILLERY_APPRISE_URL)."
+    )
+
+
 class TrackingConfig(Section):
     experiment: str = Field(default="distillery", description="MLflow experiment name.")
 
@@ -135,6 +155,8 @@ class Params(Section):
     # `register` would shadow BaseModel.register, hence the alias
     register_: RegisterConfig = Field(default=RegisterConfig(), alias="register")
     tracking: TrackingConfig = TrackingConfig()
+    schedule: ScheduleConfig | None = None
+    notify: NotifyConfig | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

@@ -17,8 +17,8 @@ import torch
 from pydantic import Field, field_validator
 
 from components.architectures import Classifier, count_params
-from components.checkpoint import load_checkpoint, save_checkpoint
 from components.base_config import Section, TrainingConfig
+from components.checkpoint import load_checkpoint, save_checkpoint
 from components.data import Dataset
 from components.io import atomic_dir, atomic_write_json
 from components.pruning.importance import IMPORTANCE, Batches
@@ -69,6 +69,10 @@ class PruneConfig(Section):
         default=0.01, ge=0, description="Largest allowed val-accuracy drop vs the unpruned model."
     )
     finetune_epochs: int = Field(default=5, gt=0, description="Fine-tuning epochs after a step.")
+    finetune_lr: float = Field(
+        default=1e-3, gt=0,
+        description="Peak learning rate of each fine-tune (cosine decay): low, to keep weights.",
+    )
     sparsity: float = Field(
         default=0.5, description="Unstructured: share of conv/linear weights to zero, in [0, 1)."
     )

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from components.checkpoint import load_checkpoint
 from components.base_config import Section
+from components.checkpoint import load_checkpoint
 from components.data import Dataset, Split
 from components.io import atomic_dir, atomic_write_json, sha256_file
 from components.onnx_utils import (

@@ -26,7 +26,7 @@ def _fail(e: BaseException) -> None:
 
 
 @app.command()
-def check(params: Path = typer.Option(Path("params.yaml"), help="Params file to validate.")) -> None:
+def check(params: Path = typer.Option(Path("params.yaml"), help="Params file.")) -> None:
     """Validate the whole params file and exit non-zero, naming each bad key."""
     from components.config import load_params
 
@@ -75,6 +75,155 @@ def repro(
             typer.secho(f"dvc repro failed (exit {code}); MLflow run {run.info.run_id}",
                         fg=typer.colors.RED, err=True)
             raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    targets: list[str] = typer.Argument(None, help="Stages to bring up to date (default: all)."),
+    force: bool = typer.Option(False, help="Re-run stages even when up to date."),
+    dask_address: str = typer.Option(None, envvar="DISTILLERY_DASK_ADDRESS",
+                                     help="Dask scheduler address for parallel stages."),
+    stage_timeout: float = typer.Option(None, help="Seconds allowed per stage."),
+) -> None:
+    """Run the DVC pipeline as the Prefect flow `compression_pipeline`."""
+    from flows.pipeline import pipeline_flow
+
+    state = pipeline_flow(dask_address)(targets=targets or None, force=force,
+                                        stage_timeout_s=stage_timeout, return_state=True)
+    for r in state.result(raise_on_failure=False) or []:
+        if hasattr(r, "status"):
+            typer.echo(f"{r.name:28} {r.status:8} {r.seconds:8.1f}s  {r.mlflow_run_id or ''}")
+    if not state.is_completed():
+        typer.secho(f"flow {state.name}: {state.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def retrain(
+    push: bool = typer.Option(True, help="Push artifacts to the DVC remote at the end."),
+    dask_address: str = typer.Option(None, envvar="DISTILLERY_DASK_ADDRESS"),
+) -> None:
+    """Pull, validate, rebuild what changed, evaluate, register and promote, push."""
+    from flows.retrain import retrain as retrain_flow
+
+    state = retrain_flow(push=push, dask_address=dask_address, return_state=True)
+    if not state.is_completed():
+        typer.secho(f"retrain: {state.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve() -> None:
+    """Serve the `retrain` deployment on params.yaml's `schedule` (blocks)."""
+    from flows.retrain import load_schedule
+    from flows.retrain import serve as serve_retrain
+
+    serve_retrain(load_schedule())
+
+
+@app.command()
+def deploy() -> None:
+    """Register the `retrain` deployment with the Prefect server (`schedule.work_pool`)."""
+    from flows.retrain import apply_deployment, load_schedule
+
+    typer.echo(apply_deployment(load_schedule()))
+
+
+@app.command()
+def status() -> None:
+    """Each stage in order, up to date or stale, its last metrics; the current champion."""
+    from components.io import read_json
+    from flows.graph import read_graph
+    from flows.pipeline import stage_changed
+    from flows.tracking import numeric_metrics
+
+    graph = read_graph(".")
+    for name in graph.order:
+        state = "stale" if stage_changed(name, ".") else "up to date"
+        shown = ""
+        for path in graph.stages[name].metrics:
+            if Path(path).exists():
+                nums = numeric_metrics(read_json(path))
+                keys = [k for k in nums if "accuracy" in k or k in ("kd_gain", "success")][:3]
+                shown = ", ".join(f"{k}={nums[k]:.4g}" for k in keys)
+        typer.echo(f"{name:28} {state:11} {shown}")
+    try:
+        from flows.register import champion_summary
+
+        typer.echo(champion_summary(_model_name()))
+    except Exception as e:  # noqa: BLE001 - no registry yet is a normal state
+        typer.echo(f"champion: none ({e})")
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Argument(..., help="A bundle folder (models/bundles/<variant>)."),
+    inputs: list[Path] = typer.Argument(..., help="PNG/JPEG images or an .npz with `x`."),
+) -> None:
+    """Run a deployable bundle on image files or an .npz and print one label per input."""
+    from components.convert import predict_bundle
+
+    try:
+        labels = predict_bundle(bundle, inputs)
+    except Exception as e:  # noqa: BLE001 - bad file or bundle: say which
+        _fail(e)
+    names = [str(p) for p in inputs]
+    if len(names) != len(labels):  # an .npz holds many samples
+        names = [f"{inputs[0]}[{i}]" for i in range(len(labels))]
+    for name, label in zip(names, labels, strict=True):
+        typer.echo(f"{name}\t{label}")
+
+
+@app.command()
+def promote(
+    version: str = typer.Argument(..., help="Registered model version to make champion."),
+    name: str = typer.Option(None, help="Registered model name (default: params.yaml)."),
+    reason: str = typer.Option("", help="Why, recorded on the version."),
+) -> None:
+    """Make VERSION the `champion` by hand (no gates), recording who and why."""
+    from flows.register import promote_version
+
+    try:
+        decision = promote_version(name or _model_name(), version, reason=reason)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(f"{decision.outcome}: {'; '.join(decision.reasons)}")
+
+
+@app.command()
+def rollback(
+    name: str = typer.Option(None, help="Registered model name (default: params.yaml)."),
+    reason: str = typer.Option("", help="Why, recorded on the demoted version."),
+) -> None:
+    """Point `champion` back at the previous champion."""
+    from flows.register import rollback as do_rollback
+
+    try:
+        restored = do_rollback(name or _model_name(), reason=reason)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(f"champion is now version {restored.version}")
+
+
+@app.command("accept-profile")
+def accept_profile(
+    report: Path = typer.Option(Path("reports/validate"), help="Validation report folder."),
+    reference: Path = typer.Option(Path("reference/profile.json"), help="Reference to write."),
+) -> None:
+    """Accept the last validated dataset as the drift reference (then commit reference/)."""
+    from components.validate import accept_profile as accept
+
+    try:
+        accept(report, reference)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(f"{reference}: updated; commit it so `validate` checks drift against it")
+
+
+def _model_name() -> str:
+    from components.config import load_params
+
+    return load_params().register_.model_name
 
 
 if __name__ == "__main__":

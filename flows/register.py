@@ -405,3 +405,14 @@ def _metrics(mv: Any) -> dict[str, dict[str, Any]]:
 
 def _num(value: Any) -> str:
     return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def champion_summary(name: str, client: Any = None) -> str:
+    """One line on the current `@champion` of ``name``: version, variant, decision."""
+    client = client or _client()
+    mv = _by_alias(client, name, CHAMPION)
+    if mv is None:
+        return f"champion of {name}: none"
+    return (f"champion of {name}: version {mv.version} ({mv.tags.get('variant', '?')}), "
+            f"{mv.tags.get('distillery.decision', '')}")
+

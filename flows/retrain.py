@@ -14,9 +14,8 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
-from pydantic import Field
 
-from components.config import Section
+from components.config import ScheduleConfig
 from flows.pipeline import (
     StageFailed,
     apprise_url,
@@ -26,20 +25,6 @@ from flows.pipeline import (
 )
 
 IO_RETRIES = 3
-
-
-class ScheduleConfig(Section):
-    """`schedule:` in params.yaml: when and as what the retrain deployment runs."""
-
-    cron: str = Field(default="0 3 * * 1", description="Cron expression (default Mondays 03:00).")
-    timezone: str = Field(default="UTC", description="IANA time zone the cron is read in.")
-    deployment: str = Field(default="weekly", description="Deployment name (flow `retrain`).")
-    work_pool: str | None = Field(
-        default=None, description="Work pool for `apply_deployment` (production); None: serve."
-    )
-    parameters: dict[str, Any] = Field(
-        default_factory=dict, description="Parameters of the scheduled runs (e.g. push: false)."
-    )
 
 
 class DataRejected(RuntimeError):

@@ -135,7 +135,9 @@ def run_prune(params: Params, item: str | None) -> StageOutput:
     # fine-tune with the same multi-teacher loss the student was distilled with
     loss = make_kd_loss([teachers[n].model for n in names], kd.weighting, kd.temperature,
                         kd.alpha)
-    finetune = make_finetune(data, params.prune.finetune_epochs, kd.training, loss_fn=loss)
+    training = kd.training.model_copy(update={"lr": params.prune.finetune_lr,
+                                              "schedule": "cosine"})
+    finetune = make_finetune(data, params.prune.finetune_epochs, training, loss_fn=loss)
     metrics = prune_stage(params.prune, STUDENT, data, finetune, PRUNED, METRICS / "prune.json")
     return StageOutput(metrics=metrics, params=params.prune.model_dump(),
                        artifacts=[PRUNED / "layers.json", PRUNED / "metadata.json"])

@@ -29,7 +29,8 @@ def make_blobs(n_per_class: int, classes: int = 3, shape=(1, 8, 8), seed: int = 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def make_dataset(n_per_class: int = 30, classes: int = 3, shape=(1, 8, 8), seed: int = 0) -> Dataset:
+def make_dataset(n_per_class: int = 30, classes: int = 3, shape=(1, 8, 8),
+                 seed: int = 0) -> Dataset:
     x, y = make_blobs(n_per_class, classes, shape, seed)
     rng = np.random.default_rng(seed + 1)
     order = rng.permutation(len(y))

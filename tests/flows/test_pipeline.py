@@ -1,0 +1,205 @@
+"""compression_pipeline: logic tests without a server, then real runs on a tiny clone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from flows.graph import StageNode, read_graph
+from flows.pipeline import (
+    compression_pipeline,
+    failure_hook,
+    pipeline_flow,
+    stage_timeout,
+    tracking_env,
+)
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+@pytest.fixture
+def apprise_inbox():
+    """A local HTTP endpoint for Apprise's `json://` scheme; yields (url, received bodies)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"json://127.0.0.1:{server.server_port}/notify", received
+    server.shutdown()
+
+
+def test_failure_hook_sends_an_apprise_notification(apprise_inbox):
+    url, received = apprise_inbox
+    hook = failure_hook(url)
+    hook(SimpleNamespace(name="validate"), SimpleNamespace(name="validate"),
+         SimpleNamespace(message="data rejected", name="Failed"))
+    assert len(received) == 1
+    assert "validate" in received[0]["title"] and "data rejected" in received[0]["message"]
+
+
+def test_failure_hook_without_url_only_logs():
+    failure_hook(None)(SimpleNamespace(name="x"), SimpleNamespace(name="x"),
+                       SimpleNamespace(message="boom", name="Failed"))
+
+
+def test_stage_timeout_prefers_address_then_stage_then_default(monkeypatch):
+    node = StageNode("train_teachers@mlp", "train_teachers", "mlp", "true", ())
+    monkeypatch.delenv("DISTILLERY_STAGE_TIMEOUT_S", raising=False)
+    assert stage_timeout(node, 50, {"train_teachers": 20, "train_teachers@mlp": 10}) == 10
+    assert stage_timeout(node, 50, {"train_teachers": 20}) == 20
+    assert stage_timeout(node, 50, None) == 50
+    monkeypatch.setenv("DISTILLERY_STAGE_TIMEOUT_S", "7")
+    assert stage_timeout(node, None, None) == 7
+
+
+def test_tracking_env_makes_the_default_sqlite_store_absolute(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with tracking_env(tmp_path) as uri:
+        assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+# --- real runs: a Prefect server, an MLflow server, a tiny clone ---------------------------------
+
+
+def flow_run_and_tasks(state):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    flow_run_id = state.state_details.flow_run_id
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:  # task run states reach the API through batched events: poll briefly
+            flow_run = client.read_flow_run(flow_run_id)
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
+            final = tasks and all(t.state and t.state.is_final() for t in tasks)
+            if final or time.monotonic() > deadline:
+                return flow_run, {t.name: t for t in tasks}
+            time.sleep(0.5)
+
+
+def dvc(repo: Path, *args: str) -> str:
+    return subprocess.run([DVC, *args], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def teacher_metrics(repo: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted((repo / "metrics" / "teachers").glob("*.json")):
+        data = json.loads(path.read_text())
+        out[path.stem] = {k: v for k, v in data.items() if "seconds" not in k}
+    return out
+
+
+@pytest.mark.slow
+def test_pipeline_runs_each_stage_once_then_skips_all(servers, tiny_repo):
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    order = read_graph(tiny_repo).order
+    serial = compression_pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    state = serial(repo=str(tiny_repo), return_state=True)
+    flow_run, tasks = flow_run_and_tasks(state)
+    assert flow_run.state.type.value == "COMPLETED"
+    assert sorted(tasks) == sorted(order)
+    assert all(t.state.type.value == "COMPLETED" for t in tasks.values())
+    records = state.result()
+    assert [r.name for r in records] == order
+    assert {r.status for r in records} == {"ran"}
+    assert all(r.mlflow_run_id and r.inputs for r in records)
+
+    # DVC's record is exactly that of `dvc repro`: clean status, and a plain repro changes nothing
+    assert json.loads(dvc(tiny_repo, "status", "--json")) == {}
+    lock = (tiny_repo / "dvc.lock").read_text()
+    assert list(yaml.safe_load(lock)["stages"]) == order
+    dvc(tiny_repo, "repro")
+    assert (tiny_repo / "dvc.lock").read_text() == lock
+
+    import mlflow
+
+    client = mlflow.MlflowClient(servers["MLFLOW_TRACKING_URI"])
+    parents = {client.get_run(r.mlflow_run_id).data.tags["mlflow.parentRunId"] for r in records}
+    assert len(parents) == 1
+
+    again = pipeline_flow()(repo=str(tiny_repo), return_state=True)
+    assert {r.status for r in again.result()} == {"skipped"}
+    _, tasks = flow_run_and_tasks(again)
+    assert sorted(tasks) == sorted(order)
+    (tiny_repo / "serial_metrics.json").write_text(json.dumps(teacher_metrics(tiny_repo)))
+
+
+@pytest.mark.slow
+def test_teachers_on_two_dask_workers_match_serial_training(servers, tiny_repo):
+    from distributed import LocalCluster
+
+    serial_file = tiny_repo / "serial_metrics.json"
+    if not serial_file.exists():
+        pytest.skip("needs test_pipeline_runs_each_stage_once_then_skips_all first")
+    serial = json.loads(serial_file.read_text())
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, host="127.0.0.1") as cluster:
+        state = pipeline_flow(cluster.scheduler_address)(
+            repo=str(tiny_repo), targets=["train_teachers"], force=True, return_state=True)
+    flow_run, tasks = flow_run_and_tasks(state)
+    assert flow_run.state.type.value == "COMPLETED"
+    teachers = [n for n in tasks if n.startswith("train_teachers@")]
+    assert len(teachers) == len(serial) >= 2
+    assert {r.name: r.status for r in state.result() if r.name in teachers} == dict.fromkeys(
+        teachers, "ran")
+    assert _close(teacher_metrics(tiny_repo), serial)
+    # the targets are up to date; downstream stages are stale (forced teachers), as with DVC
+    stale = json.loads(dvc(tiny_repo, "status", "--json"))
+    assert not any(name.startswith("train_teachers@") for name in stale)
+
+
+def _close(a: dict, b: dict) -> bool:
+    """Same accuracies, losses equal to float noise (1 vs 2 intra-op threads)."""
+    for name in b:
+        for key, value in b[name].items():
+            if isinstance(value, float):
+                assert a[name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)
+            else:
+                assert a[name][key] == value, (name, key)
+    return True
+
+
+@pytest.mark.slow
+def test_a_failing_stage_fails_the_flow_and_notifies(servers, tiny_repo, apprise_inbox,
+                                                     monkeypatch):
+    url, received = apprise_inbox
+    monkeypatch.setenv("DISTILLERY_APPRISE_URL", url)
+    params_path = tiny_repo / "params.yaml"
+    good = params_path.read_text()
+    params = yaml.safe_load(good)
+    params["validate"]["value_max"] = 0.25  # the data exceed it: validate must reject them
+    params_path.write_text(yaml.safe_dump(params))
+    try:
+        state = pipeline_flow()(repo=str(tiny_repo), return_state=True)
+    finally:
+        params_path.write_text(good)
+    flow_run, tasks = flow_run_and_tasks(state)
+    assert flow_run.state.type.value == "FAILED"
+    assert tasks["validate"].state.type.value == "FAILED"
+    downstream = [n for n in tasks if n not in ("ingest", "validate")]
+    assert downstream and all(tasks[n].state.type.value != "COMPLETED" for n in downstream)
+    assert any("validate" in r["title"] for r in received)
+    assert all(tasks[n].run_count <= 1 for n in tasks)  # no retries on training stages
