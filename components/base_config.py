@@ -27,4 +27,9 @@ class TrainingConfig(Section):
     shift: int = Field(default=1, ge=0, description="Augmentation: max random shift in pixels.")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+    threads: int = Field(
+        default=1, ge=0,
+        description="CPU threads for training (0: torch's default). 1 keeps results "
+        "bit-identical on any machine; tiny models gain little from more.",
+    )
     seed: int = Field(default=0)

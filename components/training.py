@@ -120,6 +120,8 @@ def fit(
     """
     seed = cfg.seed if seed is None else seed
     seed_everything(seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model.to(device)
     loss_fn = loss_fn or cross_entropy_loss(cfg.label_smoothing)

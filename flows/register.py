@@ -413,6 +413,6 @@ def champion_summary(name: str, client: Any = None) -> str:
     mv = _by_alias(client, name, CHAMPION)
     if mv is None:
         return f"champion of {name}: none"
-    return (f"champion of {name}: version {mv.version} ({mv.tags.get('variant', '?')}), "
+    return (f"champion of {name}: version {mv.version} ({mv.tags.get(VARIANT, '?')}), "
             f"{mv.tags.get('distillery.decision', '')}")
 

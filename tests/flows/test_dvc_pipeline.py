@@ -26,6 +26,38 @@ def test_fresh_repro_builds_every_stage_output(built):
     assert json.loads((built / "metrics/validate.json").read_text())["success"] is True
 
 
+def test_every_stage_of_the_chain_publishes_its_metrics(built):
+    for name in ["distill", "prune", "quantize", "convert", "evaluate", "register"]:
+        assert (built / "metrics" / f"{name}.json").exists(), name
+    distill = json.loads((built / "metrics/distill.json").read_text())
+    assert {"student.test_accuracy", "baseline.test_accuracy", "kd_gain"} <= set(distill)
+    evaluate = json.loads((built / "metrics/evaluate.json").read_text())
+    assert evaluate["selected"]["edge-1core"] is not None
+    assert "gpu" in evaluate["skipped"] or evaluate["selected"]["gpu"] is not None
+
+
+def test_champion_loads_from_the_registry_with_the_evaluated_accuracy(built):
+    import mlflow
+    import numpy as np
+
+    from components.data import load_split
+    from flows.register import load_champion, predict_logits
+
+    mlflow.set_tracking_uri(f"sqlite:///{built / 'mlflow.db'}")
+    register = json.loads((built / "metrics/register.json").read_text())
+    client = mlflow.MlflowClient()
+    name = register["model_name"]
+    champion = client.get_model_version_by_alias(name, "champion")
+    for key in ("git_commit", "data_hash", "params_hash", "distillery.variant",
+                "lineage.source_checkpoint_sha256", "distillery.teacher_run_ids"):
+        assert champion.tags.get(key), key
+    evaluated = json.loads((built / "metrics/evaluate.json").read_text())
+    expected = evaluated[champion.tags["distillery.variant"]]["edge-1core"]["accuracy"]
+    test = load_split(built / "data/prepared/test.npz")
+    logits = predict_logits(load_champion(name), test.x)
+    assert np.mean(logits.argmax(1) == test.y) == pytest.approx(expected)
+
+
 def test_second_repro_runs_nothing_and_status_is_clean(built):
     out = run(["dvc", "repro"], built).stdout
     assert "Running stage" not in out
