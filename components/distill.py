@@ -296,6 +296,10 @@ def distill(cfg: DistillConfig, prepared: Dataset, teacher_dirs: dict[str, Path]
         "seeds": cfg.seeds,
         "student_test_accuracies": [r["s_test"] for r in runs],
         "baseline_test_accuracies": [r["b_test"] for r in runs],
+        "student.test_accuracy_mean": float(np.mean([r["s_test"] for r in runs])),
+        "baseline.test_accuracy_mean": float(np.mean([r["b_test"] for r in runs])),
+        "epochs": s_fit.epochs_run,
+        "seconds": table.seconds + sum(r["s_fit"].seconds + r["b_fit"].seconds for r in runs),
         "kd_gain_mean": float(np.mean(gains)),
         "kd_gain_std": float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0,
     }

@@ -47,10 +47,17 @@ def deep_update(base: dict, over: dict) -> dict:
     return base
 
 
-def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if (REPO / line).is_file()]
+# Never copied into a workspace: outputs, caches and local state.
+SKIP_PREFIXES = (".dvc/tmp", ".dvc/cache", ".dev-servers", "data/", "models/", "metrics/",
+                 "reports/", "mlruns", "mlartifacts", "dvc.lock", "mlflow.db")
+
+
+def tracked_files(repo: Path = REPO) -> list[str]:
+    """Files git would commit (tracked or new, not ignored) that exist on disk."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=repo, capture_output=True, text=True, check=True).stdout
+    return sorted({p for p in out.splitlines()
+                   if (repo / p).is_file() and not p.startswith(SKIP_PREFIXES)})
 
 
 def make_workspace(dest: Path, overrides: dict[str, Any] | None = None) -> Path:

@@ -18,22 +18,10 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.workspace import tracked_files
 
 DEV_SERVERS = REPO / "infra" / "dev-servers.sh"
 BIN = Path(sys.executable).parent
-# Never copied into a clone: outputs, caches and local state.
-SKIP_PREFIXES = (".dvc/tmp", ".dvc/cache", ".dev-servers", "data/", "models/", "metrics/",
-                 "reports/", "mlruns", "mlartifacts", "dvc.lock", "mlflow.db")
-
-
-def tracked_files(repo: Path) -> list[str]:
-    """Files git would commit (tracked or new, not ignored) that exist on disk."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=repo, capture_output=True, text=True, check=True).stdout
-    return sorted({p for p in out.splitlines()
-                   if (repo / p).is_file() and not p.startswith(SKIP_PREFIXES)})
-
-
 def shrink(params: dict, limit_per_class: int = 8, epochs: int = 2) -> dict:
     """Tiny run: few samples, 2 epochs everywhere, tiny teachers."""
     def visit(node):
