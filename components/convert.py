@@ -24,6 +24,7 @@ from torch import nn
 
 from components import bundle_predict
 from components.base_config import Section
+from components.checkpoint import load_checkpoint
 from components.data import Dataset
 from components.ensemble import load_teachers
 from components.io import atomic_dir, atomic_save_npz, atomic_write_json, read_json, sha256_file
@@ -149,8 +150,13 @@ def verify_bundle(folder: Path, reference: np.ndarray, prepared: Dataset,
 
 
 def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[str, Path],
-                  prepared: Dataset, out_dir: Path, metrics_path: Path) -> dict[str, Any]:
-    """Write one verified bundle per variant (and teacher, ensemble); return the metrics."""
+                  prepared: Dataset, out_dir: Path, metrics_path: Path,
+                  references: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Write one verified bundle per variant (and teacher, ensemble); return the metrics.
+
+    ``references`` are further checkpoints bundled in fp32 as evaluation baselines, e.g.
+    ``{"student": models/student}`` (the distilled student before pruning).
+    """
     report = read_json(quantized_dir / "report.json")
     lineage = {"data_hash": prepared.manifest.get("data_hash"),
                "source_checkpoint_sha256": report["source"]["sha256"],
@@ -166,23 +172,28 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
             sources[variant] = (src, ref, {
                 "kind": "student", "variant": variant, "output_kind": "logits",
                 "lineage": {**lineage, "source_onnx_sha256": sha256_file(src)}})
+        exports = []
+        for name, folder in (references or {}).items():
+            ckpt = load_checkpoint(folder)
+            exports.append((name, ckpt.model, "logits", name,
+                            {"checkpoint_sha256": ckpt.sha256,
+                             "data_hash": lineage["data_hash"]}))
         if cfg.include_teachers and teacher_dirs:
             teachers = load_teachers(teacher_dirs, prepared)
-            exports = [(f"teacher-{n}", c.model, "logits", "teacher",
-                        {"checkpoint_sha256": c.sha256, "data_hash": lineage["data_hash"]})
-                       for n, c in teachers.items()]
+            exports += [(f"teacher-{n}", c.model, "logits", "teacher",
+                         {"checkpoint_sha256": c.sha256, "data_hash": lineage["data_hash"]})
+                        for n, c in teachers.items()]
             exports.append(("ensemble", AveragedSoftmax([c.model for c in teachers.values()]),
                             "probabilities", "ensemble",
                             {"members": {n: c.sha256 for n, c in teachers.items()},
                              "data_hash": lineage["data_hash"]}))
-            for name, model, output, kind, lin in exports:
-                src = export_onnx(model, prepared.in_shape, Path(w) / f"{name}.onnx", cfg.opset,
-                                  output_name=output)
-                ref = torch_outputs(model, prepared.test.x)
-                check_parity(ref, src, prepared.test, cfg.parity_max_abs_diff,
-                             cfg.parity_min_top1_agreement)
-                sources[name] = (src, ref, {"kind": kind, "output_kind": output,
-                                            "lineage": lin})
+        for name, model, output, kind, lin in exports:
+            src = export_onnx(model, prepared.in_shape, Path(w) / f"{name}.onnx", cfg.opset,
+                              output_name=output)
+            ref = torch_outputs(model, prepared.test.x)
+            check_parity(ref, src, prepared.test, cfg.parity_max_abs_diff,
+                         cfg.parity_min_top1_agreement)
+            sources[name] = (src, ref, {"kind": kind, "output_kind": output, "lineage": lin})
         for name, (src, ref, info) in sources.items():
             write_bundle(tmp / name, src, prepared, cfg, info)
             metrics["bundles"][name] = verify_bundle(tmp / name, ref, prepared, cfg)

@@ -158,7 +158,8 @@ def run_convert(params: Params, item: str | None) -> StageOutput:
     from components.data import load_prepared
 
     metrics = convert_stage(params.convert, QUANTIZED, teacher_dirs(params),
-                            load_prepared(PREPARED), BUNDLES, METRICS / "convert.json")
+                            load_prepared(PREPARED), BUNDLES, METRICS / "convert.json",
+                            references={"student": STUDENT})
     return StageOutput(metrics=metrics, params=params.convert.model_dump())
 
 
