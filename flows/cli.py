@@ -156,6 +156,34 @@ def status() -> None:
 
 
 @app.command()
+def reproduce(
+    version: str = typer.Argument(..., help="Registered version (or `champion`)."),
+    workdir: Path = typer.Option(None, help="New folder to rebuild in (default: a temp dir)."),
+    name: str = typer.Option(None, help="Registered model name (default: params.yaml)."),
+) -> None:
+    """Rebuild a registered version from its commit and compare hashes and metrics."""
+    import tempfile
+
+    from flows.register import CHAMPION, _by_alias, _client
+    from flows.reproduce import reproduce as rebuild
+
+    name = name or _model_name()
+    try:
+        if version in (CHAMPION, "challenger"):
+            mv = _by_alias(_client(), name, version)
+            if mv is None:
+                raise ValueError(f"{name} has no `{version}` alias")
+            version = str(mv.version)
+        folder = workdir or Path(tempfile.mkdtemp(prefix="distillery-reproduce-")) / "work"
+        result = rebuild(name, version, folder)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    typer.echo(result.table())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def predict(
     bundle: Path = typer.Argument(..., help="A bundle folder (models/bundles/<variant>)."),
     inputs: list[Path] = typer.Argument(..., help="PNG/JPEG images or an .npz with `x`."),

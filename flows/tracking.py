@@ -22,13 +22,24 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+# What the pipeline itself writes into git-tracked places: not a source change.
+PIPELINE_WRITES = ("dvc.lock", ".gitignore", "metrics/", "reports/")
+
+
 def git_commit() -> str:
-    """HEAD's commit, suffixed `-dirty` when tracked files differ; `unknown` outside git."""
+    """HEAD's commit, suffixed `-dirty` when a tracked source file differs; `unknown` outside git.
+
+    Files the pipeline writes itself (dvc.lock, DVC's .gitignore entries, metrics) do not count:
+    they are outputs of the commit, not changes to it.
+    """
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True).stdout
+        changed = [line[3:].split(" -> ")[-1] for line in status.splitlines() if line.strip()]
+        dirty = [p for p in changed
+                 if not (p.startswith(PIPELINE_WRITES) or p.endswith(".gitignore"))]
         return f"{sha}-dirty" if dirty else sha
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -58,6 +58,13 @@ def test_champion_loads_from_the_registry_with_the_evaluated_accuracy(built):
     assert np.mean(logits.argmax(1) == test.y) == pytest.approx(expected)
 
 
+def test_reproduce_rebuilds_the_champion_with_identical_hashes_and_metrics(built, tmp_path):
+    out = run(["distillery", "reproduce", "champion", "--workdir", str(tmp_path / "re")],
+              built).stdout
+    assert "data_hash" in out and "accuracy on edge-1core" in out
+    assert "**NO**" not in out
+
+
 def test_second_repro_runs_nothing_and_status_is_clean(built):
     out = run(["dvc", "repro"], built).stdout
     assert "Running stage" not in out

@@ -183,6 +183,20 @@ def _close(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.slow
+def registry_state(name: str) -> tuple[list[str], str | None]:
+    """(all version numbers, champion version) of ``name`` in the tracking server's registry."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    versions = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    try:
+        champion = client.get_model_version_by_alias(name, "champion").version
+    except MlflowException:
+        champion = None
+    return versions, champion
+
+
 def test_a_failing_stage_fails_the_flow_and_notifies(servers, tiny_repo, apprise_inbox,
                                                      monkeypatch):
     url, received = apprise_inbox
@@ -192,10 +206,12 @@ def test_a_failing_stage_fails_the_flow_and_notifies(servers, tiny_repo, apprise
     params = yaml.safe_load(good)
     params["validate"]["value_max"] = 0.25  # the data exceed it: validate must reject them
     params_path.write_text(yaml.safe_dump(params))
+    registry_before = registry_state(params["register"]["model_name"])
     try:
         state = pipeline_flow()(repo=str(tiny_repo), return_state=True)
     finally:
         params_path.write_text(good)
+    assert registry_state(params["register"]["model_name"]) == registry_before  # no promotion
     flow_run, tasks = flow_run_and_tasks(state)
     assert flow_run.state.type.value == "FAILED"
     assert tasks["validate"].state.type.value == "FAILED"

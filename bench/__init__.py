@@ -1,0 +1,1 @@
+"""Distillery's benchmark: `python -m bench.run` (see bench/README.md)."""
