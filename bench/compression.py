@@ -108,8 +108,8 @@ def collect_candidates(clone: Path, work: Path) -> dict[str, Candidate]:
                                      *cost(alone))
     for key, folder in (("student", "models/student"), ("pruned", "models/pruned")):
         model = load_checkpoint(clone / folder).model
-        out[key] = Candidate("student", export_onnx(model, shape, work / f"{key}.onnx"),
-                             *cost(model))
+        path = bundles.get(key) or export_onnx(model, shape, work / f"{key}.onnx")
+        out[key] = Candidate("student", path, *cost(model))
     pruned = out["pruned"]
     for variant in read_json(clone / "models/quantized/report.json")["variants"]:
         if variant in bundles:  # same graph as the pruned student, stored in lower precision

@@ -176,7 +176,7 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
         for name, folder in (references or {}).items():
             ckpt = load_checkpoint(folder)
             exports.append((name, ckpt.model, "logits", name,
-                            {"checkpoint_sha256": ckpt.sha256,
+                            {"source_checkpoint_sha256": ckpt.sha256,
                              "data_hash": lineage["data_hash"]}))
         if cfg.include_teachers and teacher_dirs:
             teachers = load_teachers(teacher_dirs, prepared)

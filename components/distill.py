@@ -30,7 +30,7 @@ from components.config import DistillConfig
 from components.data import Dataset
 from components.ensemble import load_teachers
 from components.io import atomic_dir, atomic_write_json
-from components.training import accuracy, fit, resolve_device
+from components.training import accuracy, fit, resolve_device, seed_everything
 from components.weighting import WeightFn, average_weights, resolve_weighting
 
 MAX_TABLE_BYTES = 1 << 30  # beyond this the teachers run per batch instead of from a table
@@ -246,14 +246,16 @@ def distill(cfg: DistillConfig, prepared: Dataset, teacher_dirs: dict[str, Path]
     table = TeacherTable(teachers, hint, x_train, cfg.training.shift)
     kd_training = cfg.training.model_copy(update={"shift": 0})  # the loss shifts instead
 
-    def new_student():
+    def new_student(seed: int) -> nn.Module:
+        # seeded, so the KD student and its baseline start from the same weights, every run
+        seed_everything(seed)
         return build_model(cfg.student, prepared.in_shape, prepared.num_classes,
                            prepared.mean, prepared.std)
 
     runs, history = [], []
     for i in range(cfg.seeds):
         seed = cfg.training.seed + i
-        student = new_student()
+        student = new_student(seed)
         loss = make_kd_loss(
             teachers, cfg.weighting, cfg.temperature, cfg.alpha,
             teacher_accuracies=[val_acc[n] for n in names], hint_teacher=hint,
@@ -261,7 +263,7 @@ def distill(cfg: DistillConfig, prepared: Dataset, teacher_dirs: dict[str, Path]
             shift=cfg.training.shift, seed=seed, table=table)
         s_fit = fit(student, prepared.train, prepared.val, kd_training, loss_fn=loss,
                     extra_params=loss.parameters(), seed=seed, desc=f"distill seed {seed}")
-        baseline = new_student()
+        baseline = new_student(seed)
         b_fit = fit(baseline, prepared.train, prepared.val, cfg.training, seed=seed,
                     desc=f"baseline seed {seed}")
         runs.append({"seed": seed, "student": student, "s_fit": s_fit, "b_fit": b_fit,
