@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: setup pipeline test test-fast bench lint clean
+.PHONY: setup pipeline flow test test-fast bench lint dev-up dev-down clean
 
 setup: $(STAMP)
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 
 pipeline: setup
 	$(BIN)/distillery check
-	$(BIN)/dvc repro
+	$(BIN)/distillery repro
 
 test: setup
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -26,8 +27,20 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
+flow: setup
+	$(BIN)/distillery run
+
+bench: setup
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 lint: setup
-	$(BIN)/ruff check components flows tests
+	$(BIN)/ruff check components flows tests bench
+
+dev-up: setup
+	infra/dev-servers.sh start
+
+dev-down:
+	infra/dev-servers.sh stop
 
 clean:
 	rm -rf $(VENV) .pytest_cache

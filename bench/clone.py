@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from components.config import merge_params
+
 BIN = Path(sys.executable).parent
 GIT_ID = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
@@ -42,16 +44,6 @@ class Timed:
         out = asdict(self)
         out["cmd"] = " ".join(self.cmd)
         return out
-
-
-def deep_update(base: dict, over: dict) -> dict:
-    """Merge ``over`` into ``base``; `teachers` mappings are replaced, not merged."""
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "teachers":
-            deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
 
 
 def set_key(params: dict, dotted: str, value: Any) -> None:
@@ -91,7 +83,7 @@ def make_clone(repo: Path, dest: Path, overrides: dict[str, Any]) -> Path:
 
 def write_params(clone: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     path = clone / "params.yaml"
-    params = deep_update(yaml.safe_load(path.read_text(encoding="utf-8")), overrides)
+    params = merge_params(yaml.safe_load(path.read_text(encoding="utf-8")), overrides)
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return params
 

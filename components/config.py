@@ -214,3 +214,14 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return parse_params(raw, str(path))
 
+
+def merge_params(base: dict, over: dict) -> dict:
+    """Merge the raw params ``over`` into ``base`` in place (for derived runs: tiny test
+    workspaces, benchmark clones); a `teachers` mapping is replaced whole, not merged."""
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "teachers":
+            merge_params(base[k], v)
+        else:
+            base[k] = v
+    return base
+

@@ -11,40 +11,16 @@ from typing import Any
 
 import yaml
 
+from bench.run import OPEN_BUDGETS, QUICK
+from components.config import merge_params
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-TINY: dict[str, Any] = {
-    "ingest": {"limit_per_class": 15},
-    "validate": {"max_drift": 0.5},
-    "train_teachers": {
-        "training": {"epochs": 2, "patience": 2, "batch_size": 32},
-        "teachers": {
-            "wide_cnn": {"arch": "cnn", "channels": [8, 16], "head": "flatten", "hidden": 16},
-            "resnet": {"arch": "resnet", "width": 8, "blocks": [8], "pool_after": [0]},
-            "mlp": {"arch": "mlp", "hidden": [32]},
-        },
-    },
-    "distill": {"training": {"epochs": 3, "patience": 3, "batch_size": 32}, "seeds": 1},
-    "prune": {"steps": 1, "finetune_epochs": 1, "calibration_samples": 32,
-              "max_accuracy_drop": 1.0},
-    "quantize": {"calibration_size": 32},
-    "evaluate": {"runs": 10, "warmup": 2},
-    "register": {"policy": {"gates": {"min_accuracy": 0.0}, "require_all_budgets": False}},
-}
-
-# Budgets every tiny model meets, so the registry path to `champion` is exercised.
-OPEN_BUDGETS = {"max_latency_ms_p95": None, "max_size_bytes": None, "max_peak_rss_mb": None,
-                "min_accuracy": 0.0}
+# Tiny parameters: seconds per stage; the same ones `make bench --quick` uses.
+TINY: dict[str, Any] = QUICK
 
 
-def deep_update(base: dict, over: dict) -> dict:
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "teachers":
-            deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
 
 
 # Never copied into a workspace: outputs, caches and local state.
@@ -68,7 +44,7 @@ def make_workspace(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    deep_update(params, overrides if overrides is not None else TINY)
+    merge_params(params, overrides if overrides is not None else TINY)
     if overrides is None:
         for profile in params.get("evaluate", {}).get("profiles", {}).values():
             profile["budgets"] = dict(OPEN_BUDGETS)
