@@ -140,6 +140,14 @@ def test_pipeline_runs_each_stage_once_then_skips_all(servers, tiny_repo):
     parents = {client.get_run(r.mlflow_run_id).data.tags["mlflow.parentRunId"] for r in records}
     assert len(parents) == 1
 
+    # the registry holds one version per registered variant, and the gated `champion`
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())["register"]
+    register = json.loads((tiny_repo / "metrics" / "register.json").read_text())
+    versions, champion = registry_state(params["model_name"])
+    assert len(versions) == len(params["variants"]) == len(register["versions"])
+    assert register["decision"]["outcome"] == "champion"
+    assert champion == str(register["champion_version"])
+
     again = pipeline_flow()(repo=str(tiny_repo), return_state=True)
     assert {r.status for r in again.result()} == {"skipped"}
     _, tasks = flow_run_and_tasks(again)
