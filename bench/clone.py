@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from components.config import merge_params
+from flows.tracking import PIPELINE_WRITES
 
 BIN = Path(sys.executable).parent
 GIT_ID = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
@@ -56,7 +57,8 @@ def set_key(params: dict, dotted: str, value: Any) -> None:
 
 
 def changed_files(repo: Path, clone: Path) -> list[str]:
-    """Files tracked in ``clone`` whose copy in ``repo``'s working tree differs (uncommitted)."""
+    """Source files tracked in ``clone`` whose copy in ``repo``'s working tree differs
+    (uncommitted); what the pipeline writes itself (dvc.lock, metrics) does not count."""
     listed = subprocess.run(["git", "ls-files"], cwd=clone, capture_output=True, text=True,
                             check=True).stdout.splitlines()
     def committed(p: str) -> bytes:  # params.yaml: as before the bench's own commit
@@ -66,7 +68,8 @@ def changed_files(repo: Path, clone: Path) -> list[str]:
                               capture_output=True, check=True).stdout
 
     return [p for p in listed
-            if not (repo / p).is_file() or (repo / p).read_bytes() != committed(p)]
+            if not p.startswith(PIPELINE_WRITES) and not p.endswith(".gitignore")
+            and (not (repo / p).is_file() or (repo / p).read_bytes() != committed(p))]
 
 
 def make_clone(repo: Path, dest: Path, overrides: dict[str, Any]) -> Path:
