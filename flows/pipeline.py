@@ -228,8 +228,23 @@ def plan(graph: StageGraph, hook=None) -> dict[str, Any]:
     # No Prefect `timeout_seconds`: in a worker thread it cannot interrupt a blocking call, so
     # `run_dvc` enforces each stage's timeout itself by ending the stage's process group.
     hooks = [hook] if hook else []
-    return {name: reproduce_stage.with_options(name=name, task_run_name=name, on_failure=hooks)
+    return {name: reproduce_stage.with_options(name=name, task_run_name=name, on_failure=hooks,
+                                               **io_retries(graph.stages[name].stage))
             for name in graph.order}
+
+
+# Stages whose work is I/O against a service (the model registry): retried with back-off.
+# Training stages are not: a failed fit is a bug or bad data, not a flaky network.
+IO_STAGES = {"register"}
+
+
+def io_retries(stage: str) -> dict[str, Any]:
+    from prefect.tasks import exponential_backoff
+
+    if stage not in IO_STAGES:
+        return {}
+    return {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=5),
+            "retry_jitter_factor": 0.5}
 
 
 # --- reporting ----------------------------------------------------------------------------------

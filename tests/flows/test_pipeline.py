@@ -22,6 +22,7 @@ from flows.pipeline import (
     stage_timeout,
     tracking_env,
 )
+from tests.conftest import REPO
 
 DVC = str(Path(sys.executable).parent / "dvc")
 
@@ -227,3 +228,12 @@ def test_a_failing_stage_fails_the_flow_and_notifies(servers, tiny_repo, apprise
     assert downstream and all(tasks[n].state.type.value != "COMPLETED" for n in downstream)
     assert any("validate" in r["title"] for r in received)
     assert all(tasks[n].run_count <= 1 for n in tasks)  # no retries on training stages
+
+
+def test_only_registry_stages_are_retried_with_back_off():
+    from flows.pipeline import IO_STAGES, plan
+
+    tasks = plan(read_graph(REPO))
+    assert {name for name, t in tasks.items() if t.retries} == IO_STAGES == {"register"}
+    assert tasks["register"].retry_delay_seconds[0] < tasks["register"].retry_delay_seconds[-1]
+    assert all(t.retries == 0 for n, t in tasks.items() if n.startswith("train_teachers"))
