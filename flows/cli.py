@@ -129,24 +129,44 @@ def deploy() -> None:
     typer.echo(apply_deployment(load_schedule()))
 
 
+# The few figures `status` shows per stage (dotted keys into the stage's metrics file).
+HEADLINE = {
+    "validate": ["success", "failed_expectations"],
+    "train_teachers": ["test_accuracy", "params"],
+    "ensemble": ["ensemble.test_accuracy"],
+    "distill": ["student.test_accuracy", "student.params", "kd_gain_mean"],
+    "prune": ["test_accuracy_after", "macs_before", "macs_after"],
+    "quantize": ["variants.fp32.test_accuracy", "variants.int8.test_accuracy", "int8_status"],
+    "evaluate": ["selected"],
+    "register": ["decision.outcome", "champion_version"],
+}
+
+
 @app.command()
 def status() -> None:
-    """Each stage in order, up to date or stale, its last metrics; the current champion."""
+    """Each stage in order, up to date or stale, its headline metrics; the current champion."""
+    import json
+
     from components.io import read_json
     from flows.graph import read_graph
-    from flows.pipeline import stage_changed
-    from flows.tracking import numeric_metrics
+    from flows.pipeline import run_dvc
+    from flows.tracking import flatten
 
     graph = read_graph(".")
-    for name in graph.order:
-        state = "stale" if stage_changed(name, ".") else "up to date"
-        shown = ""
-        for path in graph.stages[name].metrics:
+    out = run_dvc(["status", "--json"], ".")
+    stale = set(json.loads(out[out.find("{"):] or "{}"))  # one dvc call for every stage
+    for name, node in graph.stages.items():
+        values: dict = {}
+        for path in node.metrics:
             if Path(path).exists():
-                nums = numeric_metrics(read_json(path))
-                keys = [k for k in nums if "accuracy" in k or k in ("kd_gain", "success")][:3]
-                shown = ", ".join(f"{k}={nums[k]:.4g}" for k in keys)
-        typer.echo(f"{name:28} {state:11} {shown}")
+                values.update(flatten(read_json(path)))
+        shown = []
+        for key in HEADLINE.get(node.stage, []):
+            picked = {k: v for k, v in values.items() if k == key or k.startswith(key + ".")}
+            shown += [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in picked.items()]
+        state = "stale" if name in stale else "up to date"
+        typer.echo(f"{name:26} {state:11} {', '.join(shown)}")
     try:
         from flows.register import champion_summary
 

@@ -72,6 +72,29 @@ def test_second_repro_runs_nothing_and_status_is_clean(built):
     assert json.loads(status or "{}") == {}
 
 
+def test_status_lists_every_stage_up_to_date_and_the_champion(built):
+    out = run(["distillery", "status"], built).stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for stage in ["ingest", "validate", "train_teachers@mlp", "distill", "register"]:
+        assert "up to date" in lines[stage], lines.get(stage)
+    assert "student.test_accuracy=" in lines["distill"]
+    assert "champion of" in out and "none" not in lines["champion"]
+
+
+def test_predict_cli_gives_the_labels_evaluation_scored(built):
+    from components.data import load_split
+
+    test = load_split(built / "data/prepared/test.npz")
+    classes = json.loads((built / "data/prepared/manifest.json").read_text())["classes"]
+    out = run(["distillery", "predict", "models/bundles/student", "data/prepared/test.npz"],
+              built).stdout
+    labels = [line.split("\t")[1] for line in out.splitlines() if "\t" in line]
+    assert len(labels) == len(test)
+    accuracy = sum(lab == classes[y] for lab, y in zip(labels, test.y, strict=True)) / len(test)
+    evaluated = json.loads((built / "metrics/evaluate.json").read_text())
+    assert accuracy == pytest.approx(evaluated["student"]["edge-1core"]["accuracy"])
+
+
 def test_changing_one_teacher_reruns_only_what_depends_on_it(built):
     params = yaml.safe_load((built / "params.yaml").read_text())
     params["train_teachers"]["teachers"]["mlp"]["hidden"] = [24]
