@@ -42,6 +42,8 @@ def load_npz(path: Path, meta: dict) -> np.ndarray:
     """``x`` of an .npz as float32 (N, C, H, W)."""
     shape = tuple(meta["input"]["shape"][1:])
     with np.load(path, allow_pickle=False) as z:
+        if "x" not in z.files:
+            raise ValueError(f"{path}: no array `x` (has: {', '.join(z.files) or 'nothing'})")
         x = z["x"]
     scaled = x.astype(np.float32)
     if np.issubdtype(x.dtype, np.integer):

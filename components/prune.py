@@ -100,8 +100,13 @@ def make_finetune(prepared: Dataset, epochs: int, training: TrainingConfig | Non
 
 
 def calibration_batches(prepared: Dataset, samples: int, batch_size: int = 64) -> Batches:
-    x = torch.as_tensor(prepared.train.x[:samples], dtype=torch.float32)
-    y = torch.as_tensor(prepared.train.y[:samples], dtype=torch.long)
+    """A class-stratified sample of the training split in batches (sources may be class-sorted,
+    so the first N samples could be one or two classes)."""
+    from components.onnx_utils import stratified_sample
+
+    sample = stratified_sample(prepared.train, samples)
+    x = torch.as_tensor(sample.x, dtype=torch.float32)
+    y = torch.as_tensor(sample.y, dtype=torch.long)
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
 
 

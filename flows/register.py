@@ -37,8 +37,7 @@ PREVIOUS, ROLLED_BACK = f"{T}previous_champion", f"{T}rolled_back"
 DECISION_HEADING = "\n\n## Promotion decision\n"
 DESCRIPTION_LIMIT = 5000  # the SQL registry's column size
 # Which variant each one is derived from, for the parent-version tag (when both are registered).
-PARENT_VARIANT = {"int8": "fp32", "int8_dynamic": "fp32", "fp16": "fp32", "fp32": "pruned",
-                  "pruned": "student"}
+PARENT_VARIANT = {"int8": "fp32", "int8_dynamic": "fp32", "fp16": "fp32", "fp32": "student"}
 KEPT_METRICS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
                 "throughput_per_s", "size_bytes", "peak_rss_mb", "model_rss_mb",
                 "meets_budget", "failed_budgets")
@@ -241,6 +240,14 @@ def promote(cfg: RegisterConfig, client: Any = None, versions: list[Any] | None 
     else:
         decision = decide(_metrics(candidate), _metrics(champion) if champion else None,
                           cfg.policy)
+        theirs, ours = (champion.tags.get("data_hash") if champion else None,
+                        candidate.tags.get("data_hash"))
+        if decision.outcome == CHAMPION and champion and theirs != ours:
+            # accuracies measured on different test data are not comparable: never auto-promote
+            decision = Decision(CHALLENGER, [
+                *decision.reasons, f"not promoted: the champion was evaluated on data "
+                f"{str(theirs)[:12]}, this version on {str(ours)[:12]}; compare them on the same "
+                "data, then promote by hand"], decision.compared)
     decision.compared.update(ids)
     aliases = client.get_registered_model(name).aliases
     _record(client, candidate, decision)

@@ -125,6 +125,7 @@ def run_prune(params: Params, item: str | None) -> StageOutput:
     from components.data import load_prepared
     from components.distill import load_teachers, make_kd_loss
     from components.prune import make_finetune, prune_stage
+    from components.training import accuracy, resolve_device
 
     if params.prune is None:
         raise ValueError("params.yaml: `prune` section is required for this stage")
@@ -132,9 +133,11 @@ def run_prune(params: Params, item: str | None) -> StageOutput:
     data = load_prepared(PREPARED)
     names = kd.teachers or list(params.train_teachers.teachers)
     teachers = load_teachers({n: TEACHERS / n for n in names}, data)
+    device = resolve_device(kd.training.device)  # where `fit` will put the student and batches
+    models = [teachers[n].model.to(device).eval() for n in names]
     # fine-tune with the same multi-teacher loss the student was distilled with
-    loss = make_kd_loss([teachers[n].model for n in names], kd.weighting, kd.temperature,
-                        kd.alpha)
+    loss = make_kd_loss(models, kd.weighting, kd.temperature, kd.alpha,
+                        teacher_accuracies=[accuracy(m, data.val, device) for m in models])
     training = kd.training.model_copy(update={"lr": params.prune.finetune_lr,
                                               "schedule": "cosine"})
     finetune = make_finetune(data, params.prune.finetune_epochs, training, loss_fn=loss)

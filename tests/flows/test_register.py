@@ -177,3 +177,20 @@ def test_champion_loads_through_pyfunc_and_reproduces_evaluated_accuracy(registr
     assert len(client.search_model_versions("name = 'digits-c'")) == 1
     again = client.get_model_version("digits-c", str(v.version))
     assert "## Promotion decision" in again.description
+
+
+def test_better_model_measured_on_other_data_is_not_auto_promoted(registry, tmp_path: Path):
+    client, prepared = registry["client"], registry["prepared"]
+    cfg = config("digits-d", ["fp32"])
+    first_dir, first = make_bundles(tmp_path / "b1", prepared, {"fp32": 2})
+    first["selected"][EDGE] = "fp32"
+    (old,) = reg.register_variants(cfg, first_dir, first, {"data_hash": "old-data"}, prepared)
+    assert reg.promote(cfg).outcome == "champion"
+    better_dir, better = make_bundles(tmp_path / "b2", prepared, {"fp32": 3})
+    better["selected"][EDGE] = "fp32"
+    (new,) = reg.register_variants(cfg, better_dir, better, {"data_hash": "new-data"}, prepared)
+    decision = reg.promote(cfg)
+    assert decision.outcome == "challenger"
+    assert any("evaluated on data" in r for r in decision.reasons)
+    assert aliases(client, "digits-d") == {"champion": str(old.version),
+                                           "challenger": str(new.version)}
