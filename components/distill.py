@@ -30,7 +30,7 @@ from components.config import DistillConfig
 from components.data import Dataset
 from components.ensemble import load_teachers
 from components.io import atomic_dir, atomic_write_json
-from components.training import accuracy, fit, resolve_device, seed_everything
+from components.training import accuracy, fit, resolve_device, seed_everything, shift_images
 from components.weighting import WeightFn, average_weights, resolve_weighting
 
 MAX_TABLE_BYTES = 1 << 30  # beyond this the teachers run per batch instead of from a table
@@ -64,22 +64,6 @@ def forward_with_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tens
     finally:
         handle.remove()
     return logits, captured[0]
-
-
-def shift_images(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, s: int) -> torch.Tensor:
-    """Shift image n by (dy[n] - s, dx[n] - s) pixels, zero-filled: (N, C, H, W) -> same.
-
-    The same crop-of-padded rule as `training.random_shift`, with the offsets given.
-    """
-    if s <= 0:
-        return x
-    n, _, h, w = x.shape
-    padded = F.pad(x, (s, s, s, s)).permute(0, 2, 3, 1)  # (N, H+2s, W+2s, C)
-    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (N, H)
-    cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (N, W)
-    idx_n = torch.arange(n, device=x.device)[:, None, None]
-    out = padded[idx_n, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
 
 
 class TeacherTable:

@@ -52,24 +52,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by an integer offset in [-max_shift, max_shift]^2, zero-filled.
+def shift_images(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, s: int) -> torch.Tensor:
+    """Shift image n by (dy[n] - s, dx[n] - s) pixels, zero-filled: (N, C, H, W) -> same.
 
-    x: (N, C, H, W) -> (N, C, H, W). Pad, then crop a per-sample window via gathered indices.
+    Pad by s, then crop a per-sample window via gathered indices; dy, dx in [0, 2s].
     """
-    if max_shift <= 0:
+    if s <= 0:
         return x
     n, _, h, w = x.shape
-    s = max_shift
-    padded = F.pad(x, (s, s, s, s))
+    padded = F.pad(x, (s, s, s, s)).permute(0, 2, 3, 1)  # (N, H+2s, W+2s, C)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (N, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (N, W)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded[idx_n, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by an integer offset in [-max_shift, max_shift]^2, zero-filled."""
+    if max_shift <= 0:
+        return x
+    n, s = len(x), max_shift
     dy = torch.randint(0, 2 * s + 1, (n,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * s + 1, (n,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (N, H)
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (N, W)
-    idx_n = torch.arange(n, device=x.device)[:, None, None]
-    # (N, H, W, C) after advanced indexing, back to (N, C, H, W)
-    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    return shift_images(x, dy, dx, s)
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:

@@ -26,7 +26,7 @@ from components.data import load_split
 from components.evaluate import select_candidate
 from components.gates import HIGHER_IS_BETTER, Decision, PromotionPolicy, RegisterConfig, decide
 from components.io import atomic_write_json, read_json, sha256_file, sha256_tree
-from flows.tracking import git_commit, tracking_uri
+from flows.tracking import configured_mlflow, git_commit
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 T = "distillery."  # prefix of every tag this module writes
@@ -43,15 +43,8 @@ KEPT_METRICS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99"
                 "meets_budget", "failed_budgets")
 
 
-def _mlflow() -> Any:
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow
-
-
 def _client() -> Any:
-    return _mlflow().MlflowClient()
+    return configured_mlflow().MlflowClient()
 
 
 def register_variants(cfg: RegisterConfig, bundles_dir: Path, evaluate_metrics: dict[str, Any],
@@ -62,7 +55,7 @@ def register_variants(cfg: RegisterConfig, bundles_dir: Path, evaluate_metrics: 
     ``lineage``: ``data_hash``, ``params_hash``, ``git_commit`` (default: HEAD), optional
     ``teacher_run_ids`` {teacher: run id} and ``validation`` (the validate metrics).
     """
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     client = mlflow.MlflowClient()
     test = load_split(Path(prepared_dir) / "test.npz")
     example = np.ascontiguousarray(test.x[: cfg.example_size])
@@ -308,7 +301,7 @@ def rollback(name: str, who: str | None = None, reason: str = "", client: Any = 
 
 def load_champion(name: str) -> Any:
     """`models:/<name>@champion` through mlflow.pyfunc, checked to predict (1, K) finite scores."""
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
     shape = model.metadata.get_input_schema().inputs[0].shape
     scores = predict_logits(model, np.zeros((1, *shape[1:]), dtype=np.float32))

@@ -62,8 +62,9 @@ def numeric_metrics(d: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def _mlflow():
-    import mlflow  # heavy import, kept out of module import time
+def configured_mlflow() -> Any:
+    """`mlflow`, imported late (heavy) and pointed at `tracking_uri()`."""
+    import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
@@ -72,7 +73,7 @@ def _mlflow():
 @contextlib.contextmanager
 def start_stage_run(stage: str, experiment: str, tags: dict[str, str]) -> Iterator[Any]:
     """Open the MLflow run of one stage (nested under the pipeline run when there is one)."""
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     mlflow.set_experiment(experiment)
     parent = os.environ.get(PARENT_ENV)
     all_tags = {"distillery.stage": stage, "git_commit": git_commit(), **tags}
@@ -85,7 +86,7 @@ def start_stage_run(stage: str, experiment: str, tags: dict[str, str]) -> Iterat
 @contextlib.contextmanager
 def start_pipeline_run(experiment: str, name: str = "pipeline") -> Iterator[Any]:
     """Parent run for a whole chain; children find it through `DISTILLERY_PARENT_RUN_ID`."""
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=name, tags={"git_commit": git_commit(),
                                                "distillery.stage": "pipeline"}) as run:
