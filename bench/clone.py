@@ -108,15 +108,23 @@ _DVC_RAN = re.compile(r"Running stage '([^']+)'")
 _FLOW_ROW = re.compile(r"^(\S+)\s+(ran|skipped|restored)\s+[\d.]+s", re.M)
 
 
-def timed(label: str, cmd: list[str], clone: Path, log_dir: Path) -> Timed:
+def timed(label: str, cmd: list[str], clone: Path, log_dir: Path,
+          env: dict[str, str | None] | None = None) -> Timed:
     """Run ``cmd`` in ``clone``; wall time, output saved to ``log_dir/<label>.log``.
 
-    Raises RuntimeError (with the output's tail) when the command fails.
+    ``env`` overrides `clone_env` (None removes a variable). Raises RuntimeError (with the
+    output's tail) when the command fails.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
+    full_env = clone_env(clone)
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
     started_ms = int(time.time() * 1000)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=clone, env=clone_env(clone), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=clone, env=full_env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     out = proc.stdout + proc.stderr
     log = log_dir / f"{label}.log"

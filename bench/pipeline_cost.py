@@ -10,9 +10,11 @@ end, logging included) is kept beside it. Orchestration overhead =
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,20 +76,42 @@ def halve(params: dict[str, Any], dotted: str) -> tuple[Any, Any]:
 
 
 def run_chain(kind: str, command: list[str], repo: Path, dest: Path,
-              overrides: dict[str, Any]) -> dict[str, Any]:
+              overrides: dict[str, Any], env: dict[str, str | None] | None = None
+              ) -> dict[str, Any]:
     """Fresh, no-op and changed-parameter runs of ``command`` in a fresh clone at ``dest``."""
     clone = make_clone(repo, dest, overrides)
     logs = dest.parent / "logs"
     out: dict[str, Any] = {"clone": str(clone)}
-    fresh = timed(f"{kind}-fresh", command, clone, logs)
+    fresh = timed(f"{kind}-fresh", command, clone, logs, env)
     out["fresh"] = summarize(clone, fresh)
-    out["noop"] = summarize(clone, timed(f"{kind}-noop", command, clone, logs))
+    out["noop"] = summarize(clone, timed(f"{kind}-noop", command, clone, logs, env))
     params = yaml.safe_load((clone / "params.yaml").read_text(encoding="utf-8"))
     old, new = halve(params, CHANGED_KEY)
     write_params(clone, params)
     out["changed"] = {"key": CHANGED_KEY, "from": old, "to": new,
-                      **summarize(clone, timed(f"{kind}-changed", command, clone, logs))}
+                      **summarize(clone, timed(f"{kind}-changed", command, clone, logs, env))}
     return out
+
+
+@contextlib.contextmanager
+def prefect_server(repo: Path, state: Path) -> Iterator[str]:
+    """`PREFECT_API_URL` if set, else a Prefect server started by `infra/dev-servers.sh`."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    script = repo / "infra" / "dev-servers.sh"
+    env = {**os.environ, "DISTILLERY_DEV_DIR": str(state), "DISTILLERY_BIN": str(BIN),
+           "DISTILLERY_DEV_PREFECT_SERVICES": "0", "PREFECT_SERVER_UI_ENABLED": "false"}
+    started = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True,
+                             text=True, timeout=240)
+    try:
+        if started.returncode:
+            raise RuntimeError(f"dev servers did not start:\n{started.stdout}{started.stderr}")
+        urls = dict(line.removeprefix("export ").split("=", 1)
+                    for line in started.stdout.splitlines() if line.startswith("export "))
+        yield urls["PREFECT_API_URL"]
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
 
 
 def tool_floor(repo: Path) -> dict[str, float]:
@@ -110,16 +134,25 @@ def measure_pipeline(repo: Path, work: Path, overrides: dict[str, Any],
     fresh = result["dvc"]["fresh"]
     result["dvc_overhead"] = round((fresh["wall_s"] - fresh["stage_compute_s"])
                                    / fresh["wall_s"], 4)
-    result["prefect_api"] = os.environ.get("PREFECT_API_URL") or "temporary local server"
+    result["prefect_api"] = None
     if with_flow:
-        result["flow"] = run_chain("flow", [str(BIN / "distillery"), "run"], repo,
-                                   work / "flow", overrides)
+        run = [str(BIN / "distillery"), "run"]
+        with prefect_server(repo, work / "servers") as api:
+            result["prefect_api"] = ("server started by the bench" if api.startswith(
+                "http://127.0.0.1") and not os.environ.get("PREFECT_API_URL") else api)
+            result["flow"] = run_chain("flow", run, repo, work / "flow", overrides,
+                                       {"PREFECT_API_URL": api})
+        clone = Path(result["flow"]["clone"])
+        temporary = timed("flow-noop-temporary-server", run, clone, work / "logs",
+                          {"PREFECT_API_URL": None})
+        result["temporary_server_noop"] = summarize(clone, temporary)
         flow = result["flow"]["fresh"]
         result["orchestration_overhead"] = round(
             (flow["wall_s"] - flow["stage_compute_s"]) / fresh["wall_s"], 4)
         result["flow_vs_dvc"] = round(flow["wall_s"] / fresh["wall_s"] - 1, 4)
     else:
         result["flow"] = None
+        result["temporary_server_noop"] = None
         result["orchestration_overhead"] = None
         result["flow_vs_dvc"] = None
     return result

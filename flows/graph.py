@@ -8,6 +8,7 @@ same time. The Prefect flow is built from this object, so the two cannot drift a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class StageNode:
     cmd: str
     upstream: tuple[str, ...]  # stages whose outputs this one reads (direct edges only)
     metrics: tuple[str, ...] = ()  # metrics files declared in dvc.yaml, relative to the repo
+    outs: tuple[str, ...] = ()  # every output DVC removes before running it, relative to the repo
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def read_graph(repo: str | Path = ".") -> StageGraph:
                 cmd=s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd),
                 upstream=tuple(address[u] for u in graph.successors(s) if u in address),
                 metrics=tuple(str(o.def_path) for o in s.outs if o.metric),
+                outs=tuple(os.path.relpath(o.fs_path, root) for o in s.outs if not o.persist),
             )
             for s in declared
         }

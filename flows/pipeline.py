@@ -1,10 +1,15 @@
 """`compression_pipeline`: the dvc.yaml stages as Prefect tasks, built from the stage graph.
 
-Each task is one `dvc repro --single-item STAGE`, so DVC stays the record of what is up to date:
-an unchanged stage is skipped by DVC, a changed one re-runs, and `dvc.lock` ends exactly as after
-a plain `dvc repro`. Stages are submitted in topological order, each waiting only for its
-upstream futures, so independent stages (the `train_teachers@*` items) run in parallel through
-the flow's task runner: threads locally, a Dask cluster when `DISTILLERY_DASK_ADDRESS` is set.
+DVC stays the record of what is up to date: each task asks DVC whether its stage changed, runs it
+only then, and leaves `dvc.lock` exactly as a plain `dvc repro` would. Stages are submitted in
+topological order, each waiting only for its upstream futures, so independent stages (the
+`train_teachers@*` items) run in parallel through the flow's task runner.
+
+Two ways to run a stage:
+- locally (threads), in warm worker processes (`flows.workers`): the stage's imports are paid once
+  per worker, not once per stage; DVC's status and commit run in this process;
+- on a Dask cluster (`DISTILLERY_DASK_ADDRESS`), or for a command that is not `distillery stage`,
+  as `dvc repro --single-item STAGE` in a subprocess.
 
 Locking: `dvc repro` holds DVC's repo lock (`.dvc/tmp/lock`) while it plans and commits a stage
 but releases it while the stage's command runs. Parallel `dvc repro` processes therefore only
@@ -27,10 +32,20 @@ from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger, task
+from prefect.context import FlowRunContext
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.graph import StageGraph, StageNode, read_graph
+from flows.workers import (
+    StageJob,
+    StageWorkers,
+    WorkerError,
+    default_size,
+    parse_stage_cmd,
+    pool_for,
+    stage_workers,
+)
 
 DASK_ENV = "DISTILLERY_DASK_ADDRESS"
 APPRISE_ENV = "DISTILLERY_APPRISE_URL"
@@ -197,12 +212,18 @@ def failure_hook(url: str | None):
 @task(name="stage")
 def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment: str,
                     timeout_s: float, force: bool = False) -> StageRecord:
-    """Reproduce one stage through DVC and record DVC's version of it and its MLflow run."""
+    """Reproduce one stage (warm worker or `dvc repro`) and record DVC's version of it."""
     start = time.perf_counter()
-    changed = force or stage_changed(node.name, repo, env)
-    if changed:
-        run_dvc(["repro", "--single-item", *(["--force"] if force else []), node.name],
-                repo, env, timeout_s)
+    pool = pool_for(repo)
+    call = parse_stage_cmd(node.cmd) if pool else None
+    if pool is not None and call is not None:
+        job = StageJob(node.name, call, node.outs, force)
+        changed = run_in_worker(job, pool, repo, env, timeout_s) == "ran"
+    else:
+        changed = force or stage_changed(node.name, repo, env)
+        if changed:
+            run_dvc(["repro", "--single-item", *(["--force"] if force else []), node.name],
+                    repo, env, timeout_s)
     inputs, params = read_lock_entry(node.name, repo)
     parent, uri = env.get("DISTILLERY_PARENT_RUN_ID"), env.get("MLFLOW_TRACKING_URI", "")
     run_id = find_stage_run(node.name, parent, experiment, uri) if changed and parent else None
@@ -213,6 +234,20 @@ def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment:
             metrics.update(yaml.safe_load((Path(repo) / path).read_text(encoding="utf-8")) or {})
     return StageRecord(node.name, status, round(time.perf_counter() - start, 3), inputs, params,
                        run_id, metrics)
+
+
+def run_in_worker(job: StageJob, pool: StageWorkers, repo: str, env: dict[str, str],
+                  timeout_s: float) -> str:
+    """`dvc repro --single-item` in a warm worker: "ran" or "skipped"; StageFailed on failure."""
+    from flows.stages import quarantine
+
+    try:
+        return pool.run(job, env, timeout_s)
+    except WorkerError as e:
+        # the stage moves its outputs aside itself; a killed or dead worker cannot
+        root = Path(repo)
+        quarantine(job.address, [root / p for p in job.outs], root=root)
+        raise StageFailed(f"stage `{job.address}` failed: {e}") from None
 
 
 def stage_timeout(node: StageNode, default_s: float | None,
@@ -322,8 +357,13 @@ def compression_pipeline(
     stage_timeout_s: float | None = None,
     stage_timeouts: dict[str, float] | None = None,
     force: bool = False,
+    workers: int | None = None,
 ) -> list[StageRecord]:
-    """Reproduce the DVC pipeline (or TARGETS and their upstream) as one tracked Prefect run."""
+    """Reproduce the DVC pipeline (or TARGETS and their upstream) as one tracked Prefect run.
+
+    ``workers``: warm stage processes (default: one per core, at most the widest parallel group;
+    0: every stage as its own `dvc repro` process). Not used on Dask: its workers run `dvc repro`.
+    """
     from components.config import load_params
     from flows.tracking import PARENT_ENV, start_pipeline_run
 
@@ -335,7 +375,11 @@ def compression_pipeline(
     timeouts = {n: stage_timeout(s, stage_timeout_s, stage_timeouts)
                 for n, s in graph.stages.items()}
     tasks = plan(graph, failure_hook(apprise_url(repo)))
-    with tracking_env(repo) as uri, start_pipeline_run(experiment) as parent:
+    size = default_size(max(map(len, graph.groups), default=1)) if workers is None else workers
+    if not isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner):
+        size = 0  # tasks run elsewhere (Dask): no pool of this process can serve them
+    with (tracking_env(repo) as uri, stage_workers(repo, size),
+          start_pipeline_run(experiment) as parent):
         env = {"MLFLOW_TRACKING_URI": uri, PARENT_ENV: parent.info.run_id}
         futures: dict[str, Any] = {}
         for name, node in graph.stages.items():

@@ -229,9 +229,9 @@ def run_stage(name: str, item: str | None = None, params_path: Path = Path("para
             mlflow.set_tags(out.tags)
 
 
-def quarantine(stage: str, outs: list[Path]) -> None:
+def quarantine(stage: str, outs: list[Path], root: Path = Path(".")) -> None:
     """Move whatever a failed stage left at its output paths to `reports/failed/<stage>/`."""
-    target = FAILED / stage
+    target = root / FAILED / stage
     present = [p for p in outs if p.exists()]
     if not present:
         return
