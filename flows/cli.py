@@ -90,7 +90,8 @@ def run(
 
     state = pipeline_flow(dask_address)(targets=targets or None, force=force,
                                         stage_timeout_s=stage_timeout, return_state=True)
-    for r in state.result(raise_on_failure=False) or []:
+    records = state.result(raise_on_failure=False)
+    for r in records if isinstance(records, list) else []:
         if hasattr(r, "status"):
             typer.echo(f"{r.name:28} {r.status:8} {r.seconds:8.1f}s  {r.mlflow_run_id or ''}")
     if not state.is_completed():

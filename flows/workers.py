@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,10 @@ def parse_stage_cmd(cmd: str) -> StageCall | None:
 
 
 def _use_repo_code(repo: str) -> None:
-    """Import `flows` and `components` from ``repo``: the code whose hashes DVC records."""
+    """Import `flows` and `components` from ``repo``: the code whose hashes DVC records.
+
+    This module's own functions (the orchestration) stay those of the installed package; the
+    stage runner and the components the stages call are the repo's."""
     os.chdir(repo)
     sys.path.insert(0, repo)
     for name in list(sys.modules):
@@ -126,20 +129,23 @@ def _serve(repo: str, conn: Connection) -> None:  # pragma: no cover - runs in t
     # Heavy imports in the background: a status check (no-op run) need not wait for them, and a
     # stage importing the same module waits for the import already under way.
     threading.Thread(target=_warm, name="warm-imports", daemon=True).start()
-    from flows.workers import reproduce as reproduce_here  # the repo's version of this module
-
     conn.send(("ready", os.getpid(), ""))
     while True:
         try:
             request = conn.recv()
         except EOFError:
-            return
+            request = None
         if request is None:
-            return
-        job, env = request
+            # Every stage's work is committed; exit now rather than wait for library threads
+            # (MLflow's, torch's) that a normal interpreter shutdown would join.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        fields, env = request
         os.environ.update(env)
         try:
-            status = reproduce_here(job)
+            call = StageCall(**fields.pop("call"))
+            status = reproduce(StageJob(call=call, **fields))
         except BaseException as e:  # noqa: BLE001 - reported to the flow, the worker lives on
             conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
         else:
@@ -163,7 +169,8 @@ class _Worker:
         if not self.ready:
             self._receive(deadline, f"worker start-up for `{job.address}`")
             self.ready = True
-        self.conn.send((job, env))
+        # plain values only: the worker imports the repo's code, which may not define StageJob
+        self.conn.send((asdict(job), env))
         status, message, trace = self._receive(deadline, f"stage `{job.address}`")
         if status != "ok":
             raise WorkerError(f"{message}\n{trace}".strip())
