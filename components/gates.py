@@ -19,10 +19,10 @@ from components.base_config import Section
 
 # Metric -> True when higher is better.
 HIGHER_IS_BETTER = {
-    "accuracy": True, "throughput_per_s": True, "latency_ms_p50": False,
+    "val_accuracy": True, "accuracy": True, "throughput_per_s": True, "latency_ms_p50": False,
     "latency_ms_p95": False, "latency_ms_p99": False, "size_bytes": False, "peak_rss_mb": False,
 }
-Metric = Literal["accuracy", "throughput_per_s", "latency_ms_p50", "latency_ms_p95",
+Metric = Literal["val_accuracy", "accuracy", "throughput_per_s", "latency_ms_p50", "latency_ms_p95",
                  "latency_ms_p99", "size_bytes", "peak_rss_mb"]
 Outcome = Literal["champion", "challenger", "rejected"]
 _GATE = re.compile(rf"^(min|max)_({'|'.join(HIGHER_IS_BETTER)})$")
@@ -32,7 +32,9 @@ class PromotionPolicy(Section):
     primary_profile: str = Field(
         default="edge-1core", description="Device profile whose metrics decide the promotion."
     )
-    primary_metric: Metric = Field(default="accuracy", description="Metric compared.")
+    primary_metric: Metric = Field(
+        default="val_accuracy",
+        description="Metric compared (val_accuracy: decide on val, report test `accuracy`).")
     min_improvement: float = Field(
         default=0.0, ge=0,
         description="Champion only if better than the champion by more than this (metric units).",
@@ -47,7 +49,7 @@ class PromotionPolicy(Section):
         description="Budgets of every evaluated profile are gates (False: the primary one only).",
     )
     gates: dict[str, float] = Field(
-        default_factory=lambda: {"min_accuracy": 0.95},
+        default_factory=lambda: {"min_val_accuracy": 0.95},
         description="Absolute gates on the primary profile: `min_<metric>` / `max_<metric>`.",
     )
 

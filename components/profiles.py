@@ -78,9 +78,19 @@ def batches(x: np.ndarray, size: int, pad: bool) -> list[np.ndarray]:
     return out
 
 
+def predict_labels(session: Any, x: np.ndarray) -> np.ndarray:
+    """Top-1 labels of ``x`` through ``session`` (padded batches when its batch is fixed)."""
+    name = session.get_inputs()[0].name
+    fixed = fixed_batch(session)
+    logits = np.concatenate([session.run(None, {name: b})[0]
+                             for b in batches(x, fixed or 256, pad=bool(fixed))])
+    return logits[: len(x)].argmax(1)
+
+
 def measure(model: Path | None, test: Path, providers: list[str], threads: int,
-            batch_size: int, warmup: int, runs: int) -> dict[str, Any]:
-    """Accuracy on ``test``, latency percentiles and throughput at ``batch_size``, peak RSS.
+            batch_size: int, warmup: int, runs: int, val: Path | None = None) -> dict[str, Any]:
+    """Accuracy on ``test`` (and ``val``), latency percentiles and throughput at ``batch_size``,
+    peak RSS. Decisions use the val accuracy; the test accuracy is the figure reported.
 
     Latency is the wall time of one ``session.run`` on a batch of ``batch_size`` test images,
     over ``runs`` calls after ``warmup`` untimed ones. Without ``model``: the baseline (RSS only).
@@ -95,10 +105,11 @@ def measure(model: Path | None, test: Path, providers: list[str], threads: int,
     session = make_session(model, providers, threads)
     name = session.get_inputs()[0].name
     fixed = fixed_batch(session)
-    size = fixed or batch_size
-    logits = np.concatenate([session.run(None, {name: b})[0]
-                             for b in batches(x, size, pad=bool(fixed))])
-    accuracy = float((logits[: len(y)].argmax(1) == y).mean())
+    accuracy = float((predict_labels(session, x) == y).mean())
+    val_accuracy = None
+    if val is not None:
+        xv, yv = load_test(val)
+        val_accuracy = float((predict_labels(session, xv) == yv).mean())
     if fixed:
         timed = batches(timed, fixed, pad=True)[0]
     feed = {name: timed}
@@ -112,6 +123,7 @@ def measure(model: Path | None, test: Path, providers: list[str], threads: int,
     p50, p95, p99 = np.percentile(times, [50, 95, 99])
     return {
         "accuracy": accuracy,
+        "val_accuracy": val_accuracy,
         "latency_ms_p50": float(p50),
         "latency_ms_p95": float(p95),
         "latency_ms_p99": float(p99),
@@ -126,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=None, help="ONNX file; omit for the baseline.")
     p.add_argument("--test", type=Path, required=True, help="Prepared test.npz (x, y).")
+    p.add_argument("--val", type=Path, default=None, help="Prepared val.npz (x, y), optional.")
     p.add_argument("--providers", default="CPUExecutionProvider", help="Comma-separated.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=1)
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=200)
     a = p.parse_args(argv)
     result = measure(a.model, a.test, a.providers.split(","), a.threads, a.batch_size,
-                     a.warmup, a.runs)
+                     a.warmup, a.runs, a.val)
     print(json.dumps(result))
 
 

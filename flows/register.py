@@ -38,7 +38,7 @@ DECISION_HEADING = "\n\n## Promotion decision\n"
 DESCRIPTION_LIMIT = 5000  # the SQL registry's column size
 # Which variant each one is derived from, for the parent-version tag (when both are registered).
 PARENT_VARIANT = {"int8": "fp32", "int8_dynamic": "fp32", "fp16": "fp32", "fp32": "student"}
-KEPT_METRICS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+KEPT_METRICS = ("accuracy", "val_accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
                 "throughput_per_s", "size_bytes", "peak_rss_mb", "model_rss_mb",
                 "meets_budget", "failed_budgets")
 

@@ -81,7 +81,8 @@ def test_evaluate_stage_measures_every_candidate_and_reports_skipped_gpu(
         assert m["peak_rss_mb"] >= metrics["baseline_rss_mb"]["cpu"] > 0
     assert metrics["good"]["cpu"]["accuracy"] == 1.0
     assert metrics["weak"]["cpu"]["accuracy"] < 0.5
-    assert metrics["weak"]["cpu"]["failed_budgets"][0].startswith("accuracy")
+    assert metrics["good"]["cpu"]["val_accuracy"] == 1.0  # the val split is measured too
+    assert metrics["weak"]["cpu"]["failed_budgets"][0].startswith("val_accuracy")
     failed = metrics["broken"]["cpu"]  # reported, never dropped
     assert failed["error"] and failed["accuracy"] is None and not failed["meets_budget"]
     assert failed["failed_budgets"][0].startswith("measurement failed")
@@ -127,6 +128,12 @@ def test_select_candidate_breaks_accuracy_ties_by_p50_latency():
     assert select_candidate({"y": m(0.98, 0.1), "x": m(0.98, 0.1)}) == "x"  # then by name
 
 
+def test_select_candidate_decides_on_val_accuracy_when_measured():
+    a = {**m(0.97, 0.1), "val_accuracy": 0.99}  # worse on test, better on val
+    b = {**m(0.99, 0.1), "val_accuracy": 0.98}
+    assert select_candidate({"a": a, "b": b}) == "a"
+
+
 def test_select_candidate_returns_none_when_nothing_meets_the_budgets():
     assert select_candidate({"a": m(0.99, 0.1, meets=False)}) is None
     assert select_candidate({}) is None
@@ -140,6 +147,8 @@ def test_check_budgets_names_each_broken_budget():
     bad = {**ok, "latency_ms_p95": 1.5, "accuracy": 0.9}
     assert [f.split()[0] for f in check_budgets(bad, b)] == ["latency_ms_p95", "accuracy"]
     assert check_budgets({"error": "boom"}, b) == ["measurement failed: boom"]
+    on_val = {**ok, "accuracy": 0.99, "val_accuracy": 0.9}  # the budget is judged on val
+    assert [f.split()[0] for f in check_budgets(on_val, b)] == ["val_accuracy"]
 
 
 def test_default_config_has_the_three_profiles_and_rejects_unknown_keys():

@@ -10,12 +10,14 @@ EDGE = "edge-1core"
 
 
 def metrics(accuracy: float, p50: float = 0.1, meets: bool = True, failed=None,
-            server_meets: bool = True) -> dict:
-    """Per-profile metrics as `evaluate` writes them for one candidate."""
+            server_meets: bool = True, test: float | None = None) -> dict:
+    """Per-profile metrics as `evaluate` writes them for one candidate (``accuracy``: val)."""
     return {
-        EDGE: {"accuracy": accuracy, "latency_ms_p50": p50, "latency_ms_p95": p50 * 2,
+        EDGE: {"val_accuracy": accuracy, "accuracy": accuracy if test is None else test,
+               "latency_ms_p50": p50, "latency_ms_p95": p50 * 2,
                "size_bytes": 50_000, "meets_budget": meets, "failed_budgets": failed or []},
-        "server-cpu": {"accuracy": accuracy, "latency_ms_p50": 1.0, "meets_budget": server_meets,
+        "server-cpu": {"val_accuracy": accuracy, "accuracy": accuracy, "latency_ms_p50": 1.0,
+                       "meets_budget": server_meets,
                        "failed_budgets": [] if server_meets else ["latency_ms_p95 30 > 20"]},
     }
 
@@ -46,9 +48,16 @@ def test_decide_better_champion_stays():
 
 
 def test_decide_rejects_a_candidate_below_the_accuracy_gate_even_without_champion():
-    d = decide(metrics(0.90), None, PromotionPolicy(gates={"min_accuracy": 0.95}))
+    d = decide(metrics(0.90), None, PromotionPolicy(gates={"min_val_accuracy": 0.95}))
     assert d.outcome == "rejected"
-    assert any("min_accuracy" in r for r in d.reasons)
+    assert any("min_val_accuracy" in r for r in d.reasons)
+
+
+def test_decide_compares_val_accuracy_not_the_reported_test_accuracy():
+    better_on_test = metrics(0.97, test=0.995)
+    d = decide(better_on_test, metrics(0.98, test=0.97), PromotionPolicy())
+    assert d.outcome == "challenger" and d.compared["metric"] == "val_accuracy"
+    assert d.compared["improvement"] == pytest.approx(-0.01)
 
 
 def test_decide_rejects_a_candidate_that_breaks_a_budget_on_the_primary_profile():

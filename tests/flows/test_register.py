@@ -31,7 +31,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
         mp.chdir(root)  # mlartifacts/ and mlruns/ land in the throwaway folder
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("test-register")
-        prepared = write_dataset(make_dataset(n_per_class=10), root / "prepared")
+        prepared = write_dataset(make_dataset(n_per_class=30), root / "prepared")
         yield {"root": root, "prepared": prepared, "client": mlflow.MlflowClient()}
     mlflow.set_tracking_uri(None)
 
@@ -49,7 +49,8 @@ def make_bundles(folder: Path, prepared: Path, seen: dict[str, int]) -> tuple[Pa
             "output": {"name": "logits", "kind": "logits"}, "classes": ["0", "1", "2"],
             "kind": "student", "variant": variant,
             "lineage": {"data_hash": "blobs", "source_onnx_sha256": f"{k}" * 64}})
-        m = profiles.measure(path, prepared / "test.npz", ["CPUExecutionProvider"], 1, 1, 0, 3)
+        m = profiles.measure(path, prepared / "test.npz", ["CPUExecutionProvider"], 1, 1, 0, 3,
+                             val=prepared / "val.npz")
         m.update(size_bytes=path.stat().st_size, meets_budget=m["accuracy"] >= 0.5,
                  failed_budgets=[] if m["accuracy"] >= 0.5 else ["accuracy < 0.5"])
         metrics[variant] = {EDGE: m}
@@ -61,7 +62,7 @@ def make_bundles(folder: Path, prepared: Path, seen: dict[str, int]) -> tuple[Pa
 
 def config(name: str, variants: list[str], **policy) -> RegisterConfig:
     return RegisterConfig(model_name=name, variants=variants, example_size=2,
-                          policy=PromotionPolicy(gates={"min_accuracy": 0.5}, **policy))
+                          policy=PromotionPolicy(gates={"min_val_accuracy": 0.5}, **policy))
 
 
 def aliases(client, name: str) -> dict[str, str]:
