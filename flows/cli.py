@@ -93,7 +93,9 @@ def run(
     records = state.result(raise_on_failure=False)
     for r in records if isinstance(records, list) else []:
         if hasattr(r, "status"):
-            typer.echo(f"{r.name:28} {r.status:8} {r.seconds:8.1f}s  {r.mlflow_run_id or ''}")
+            spent = "  ".join(f"{k} {v:.1f}" for k, v in (r.timings or {}).items())
+            typer.echo(f"{r.name:28} {r.status:8} {r.seconds:8.1f}s  {r.mlflow_run_id or '':32}"
+                       f"  {spent}")
     if not state.is_completed():
         typer.secho(f"flow {state.name}: {state.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)

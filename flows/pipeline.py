@@ -69,6 +69,8 @@ class StageRecord:
     params: dict[str, Any] = field(default_factory=dict)  # params.yaml keys, from dvc.lock
     mlflow_run_id: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # where `seconds` went, when a warm worker ran it: DVC (status, commit) and the stage runner
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --- DVC, run as subprocesses so that each holds its own lock -----------------------------------
@@ -216,9 +218,12 @@ def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment:
     start = time.perf_counter()
     pool = pool_for(repo)
     call = parse_stage_cmd(node.cmd) if pool else None
+    timings: dict[str, float] = {}
     if pool is not None and call is not None:
-        job = StageJob(node.name, call, node.outs, force)
-        changed = run_in_worker(job, pool, repo, env, timeout_s) == "ran"
+        result = run_in_worker(StageJob(node.name, call, node.outs, force), pool, repo, env,
+                               timeout_s)
+        changed = result.pop("status") == "ran"
+        timings = result
     else:
         changed = force or stage_changed(node.name, repo, env)
         if changed:
@@ -233,12 +238,13 @@ def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment:
         if (Path(repo) / path).exists():
             metrics.update(yaml.safe_load((Path(repo) / path).read_text(encoding="utf-8")) or {})
     return StageRecord(node.name, status, round(time.perf_counter() - start, 3), inputs, params,
-                       run_id, metrics)
+                       run_id, metrics, timings)
 
 
 def run_in_worker(job: StageJob, pool: StageWorkers, repo: str, env: dict[str, str],
-                  timeout_s: float) -> str:
-    """`dvc repro --single-item` in a warm worker: "ran" or "skipped"; StageFailed on failure."""
+                  timeout_s: float) -> dict[str, Any]:
+    """`dvc repro --single-item` in a warm worker (`flows.workers.reproduce`'s result);
+    StageFailed on failure."""
     from flows.stages import quarantine
 
     try:
@@ -304,6 +310,7 @@ def publish_report(records: list[StageRecord], failed: list[str], repo: str,
     exp_id = parent_run.info.experiment_id
     create_table_artifact(
         [{"stage": r.name, "status": r.status, "seconds": r.seconds,
+          "dvc_s": r.timings.get("dvc_s", ""), "stage_s": r.timings.get("stage_s", ""),
           "inputs": ", ".join(f"{p}:{h[:8]}" for p, h in r.inputs.items()),
           "mlflow_run": r.mlflow_run_id or ""} for r in records],
         key="distillery-stages", description="Stages: DVC input hashes and MLflow runs",
@@ -378,7 +385,7 @@ def compression_pipeline(
     size = default_size(max(map(len, graph.groups), default=1)) if workers is None else workers
     if not isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner):
         size = 0  # tasks run elsewhere (Dask): no pool of this process can serve them
-    with (tracking_env(repo) as uri, stage_workers(repo, size),
+    with (tracking_env(repo) as uri, stage_workers(repo, size) as pool,
           start_pipeline_run(experiment) as parent):
         env = {"MLFLOW_TRACKING_URI": uri, PARENT_ENV: parent.info.run_id}
         futures: dict[str, Any] = {}
@@ -388,6 +395,8 @@ def compression_pipeline(
                 wait_for=[futures[u] for u in node.upstream if u in futures],
             )
         wait(list(futures.values()))
+        if pool is not None:
+            pool.close()  # no stage is left: the workers exit while the report is written
         records = [f.state.result() for f in futures.values() if f.state.is_completed()]
         failed = [n for n, f in futures.items() if not f.state.is_completed()]
         order_lockfile(repo, read_graph(repo).order)

@@ -104,24 +104,34 @@ def _warm() -> None:  # pragma: no cover - runs in the child
             importlib.import_module(module)
 
 
-def reproduce(job: StageJob) -> str:
+def reproduce(job: StageJob) -> dict[str, Any]:
     """In the repo's directory: `dvc repro --single-item` with the command run in-process.
 
-    Returns "ran", or "skipped" when DVC reports the stage unchanged.
+    Returns ``{"status": "ran" | "skipped", "dvc_s": ..., "stage_s": ...}``: "skipped" when DVC
+    reports the stage unchanged; seconds spent in DVC (status, commit) and in the stage runner.
     """
     from dvc.repo import Repo
 
     from flows.stages import run_stage
 
+    start = time.perf_counter()
     if not job.force:
         with Repo(".", _wait_for_lock=True) as repo:
             if not repo.status(targets=[job.address]):
-                return "skipped"
+                return {"status": "skipped", "dvc_s": _since(start), "stage_s": 0.0}
     remove_outs([Path(p) for p in job.outs])
+    dvc_s = _since(start)
+    start = time.perf_counter()
     run_stage(job.call.name, job.call.item, Path(job.call.params))
+    stage_s = _since(start)
+    start = time.perf_counter()
     with Repo(".", _wait_for_lock=True) as repo, repo.scm_context(quiet=True):
         repo.commit(job.address, force=True)  # autostage as `dvc repro` does, when configured
-    return "ran"
+    return {"status": "ran", "dvc_s": round(dvc_s + _since(start), 3), "stage_s": stage_s}
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
 
 
 def _serve(repo: str, conn: Connection) -> None:  # pragma: no cover - runs in the child
@@ -164,7 +174,7 @@ class _Worker:
         child.close()
         self.ready = False
 
-    def call(self, job: StageJob, env: dict[str, str], timeout_s: float) -> str:
+    def call(self, job: StageJob, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         if not self.ready:
             self._receive(deadline, f"worker start-up for `{job.address}`")
@@ -186,11 +196,14 @@ class _Worker:
         self.process.join(1)
         raise WorkerError(f"{what}: worker process died (exit {self.process.exitcode})")
 
-    def stop(self, grace_s: float = 5.0) -> None:
+    def ask_to_exit(self) -> None:
         if self.process.is_alive():
             with contextlib.suppress(OSError, ValueError):
                 self.conn.send(None)
-            self.process.join(grace_s)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.ask_to_exit()
+        self.process.join(grace_s)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
@@ -208,8 +221,8 @@ class StageWorkers:
         for _ in range(size):  # started now: their imports overlap the flow's own start-up
             self._idle.put(_Worker(self.repo))
 
-    def run(self, job: StageJob, env: dict[str, str], timeout_s: float) -> str:
-        """Reproduce one stage in an idle worker (waiting for one): "ran" or "skipped".
+    def run(self, job: StageJob, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+        """Reproduce one stage in an idle worker (waiting for one); what `reproduce` returns.
 
         Raises `WorkerError` on failure; a worker that timed out or died is replaced, one whose
         stage raised lives on.
@@ -226,11 +239,17 @@ class StageWorkers:
             self._idle.put(worker)
 
     def close(self) -> None:
+        """Stop every idle worker: all are asked first, so they exit at the same time."""
+        workers = []
         while True:
             try:
-                self._idle.get_nowait().stop()
+                workers.append(self._idle.get_nowait())
             except queue.Empty:
-                return
+                break
+        for worker in workers:
+            worker.ask_to_exit()
+        for worker in workers:
+            worker.stop()
 
 
 # Pools the flow opened, by repository: tasks find theirs here (a pool is not a task argument:
@@ -261,7 +280,7 @@ def stage_workers(repo: str | Path, size: int) -> Iterator[StageWorkers | None]:
         yield pool
     finally:
         _POOLS.pop(pool.repo, None)
-        pool.close()
+        pool.close()  # also safe after an earlier close()
 
 
 def remove_outs(outs: list[Path]) -> None:

@@ -60,8 +60,9 @@ def test_a_worker_reproduces_like_dvc_and_survives_a_failed_stage(workspace, tmp
     with stage_workers(workspace, 1) as pool:
         with pytest.raises(WorkerError, match="data/prepared"):  # nothing ingested yet
             pool.run(job("validate"), env, timeout_s=120)
-        assert pool.run(job("ingest"), env, timeout_s=120) == "ran"
-        assert pool.run(job("ingest"), env, timeout_s=120) == "skipped"  # DVC: up to date
+        ran = pool.run(job("ingest"), env, timeout_s=120)
+        assert ran["status"] == "ran" and ran["stage_s"] > 0 and ran["dvc_s"] > 0
+        assert pool.run(job("ingest"), env, timeout_s=120)["status"] == "skipped"  # up to date
     assert (workspace / "data" / "prepared" / "manifest.json").exists()
     status = subprocess.run([DVC, "status", "--json", "ingest"], cwd=workspace,
                             capture_output=True, text=True, check=True).stdout
