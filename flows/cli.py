@@ -87,9 +87,13 @@ def run(
 ) -> None:
     """Run the DVC pipeline as the Prefect flow `compression_pipeline`."""
     from flows.pipeline import pipeline_flow
+    from flows.workers import default_size, stage_workers
 
-    state = pipeline_flow(dask_address)(targets=targets or None, force=force,
-                                        stage_timeout_s=stage_timeout, return_state=True)
+    # Local runs: the stage workers start now and warm up while Prefect creates the flow run.
+    size = 0 if dask_address else default_size(os.cpu_count() or 1)
+    with stage_workers(".", size):
+        state = pipeline_flow(dask_address)(targets=targets or None, force=force,
+                                            stage_timeout_s=stage_timeout, return_state=True)
     records = state.result(raise_on_failure=False)
     for r in records if isinstance(records, list) else []:
         if hasattr(r, "status"):

@@ -385,6 +385,7 @@ def compression_pipeline(
     size = default_size(max(map(len, graph.groups), default=1)) if workers is None else workers
     if not isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner):
         size = 0  # tasks run elsewhere (Dask): no pool of this process can serve them
+    outer_pool = pool_for(repo)
     with (tracking_env(repo) as uri, stage_workers(repo, size) as pool,
           start_pipeline_run(experiment) as parent):
         env = {"MLFLOW_TRACKING_URI": uri, PARENT_ENV: parent.info.run_id}
@@ -395,7 +396,7 @@ def compression_pipeline(
                 wait_for=[futures[u] for u in node.upstream if u in futures],
             )
         wait(list(futures.values()))
-        if pool is not None:
+        if pool is not None and pool is not outer_pool:
             pool.close()  # no stage is left: the workers exit while the report is written
         records = [f.state.result() for f in futures.values() if f.state.is_completed()]
         failed = [n for n, f in futures.items() if not f.state.is_completed()]

@@ -99,6 +99,10 @@ def _use_repo_code(repo: str) -> None:
 def _warm() -> None:  # pragma: no cover - runs in the child
     import importlib
 
+    # Below normal priority (Linux: per thread): the flow's own start-up, and a stage that needs
+    # none of these modules yet, keep the cores; this thread uses what is left.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     for module in WARM_IMPORTS:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
@@ -218,6 +222,7 @@ class StageWorkers:
             raise ValueError(f"StageWorkers: size must be >= 1, got {size}")
         self.repo = str(Path(repo).resolve())
         self._idle: queue.Queue[_Worker] = queue.Queue()
+        self.closed = False
         for _ in range(size):  # started now: their imports overlap the flow's own start-up
             self._idle.put(_Worker(self.repo))
 
@@ -227,6 +232,8 @@ class StageWorkers:
         Raises `WorkerError` on failure; a worker that timed out or died is replaced, one whose
         stage raised lives on.
         """
+        if self.closed:
+            raise WorkerError(f"stage `{job.address}`: the worker pool is closed")
         worker = self._idle.get()
         try:
             return worker.call(job, env, timeout_s)
@@ -240,6 +247,7 @@ class StageWorkers:
 
     def close(self) -> None:
         """Stop every idle worker: all are asked first, so they exit at the same time."""
+        self.closed = True
         workers = []
         while True:
             try:
@@ -270,9 +278,18 @@ def default_size(widest_group: int) -> int:
 
 @contextlib.contextmanager
 def stage_workers(repo: str | Path, size: int) -> Iterator[StageWorkers | None]:
-    """Open a pool for ``repo`` for the duration of a flow run (size 0: no pool)."""
+    """A pool for ``repo`` while the block runs (size 0: no pool).
+
+    When an outer block already opened one for ``repo`` (`distillery run` starts its pool before
+    Prefect creates the flow run, so the workers warm up meanwhile), that one is used and left
+    for its owner to close.
+    """
     if size < 1:
         yield None
+        return
+    outer = pool_for(repo)
+    if outer is not None and not outer.closed:
+        yield outer
         return
     pool = StageWorkers(repo, size)
     _POOLS[pool.repo] = pool
