@@ -137,7 +137,9 @@ def render_markdown(result: dict[str, Any]) -> str:
                   f"{p['flow_vs_dvc']:+.1%} wall time against plain `dvc repro`."]
     lines += ["", "## Compression", "",
               f"ONNX Runtime {comp.get('onnxruntime', '')}, {comp['runs']} timed calls after "
-              f"{comp['warmup']} warm-up, each model in its own process. `1t-b1`: 1 thread, "
+              f"{comp['warmup']} warm-up, each model in its own process, "
+              f"{comp.get('rounds', 1)} interleaved round(s) per model and setting (the round "
+              f"with the median p50 is shown). `1t-b1`: 1 thread, "
               f"batch 1; `all-b64`: all cores, batch 64. RSS: peak of the measuring process "
               f"(model: minus a process with onnxruntime and the data but no model).", "",
               "| model | kind | accuracy | params | MACs | size kB | p50 ms 1t-b1 | p95 ms 1t-b1 "

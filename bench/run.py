@@ -128,7 +128,8 @@ def main(
     say("compression table")
     runs = runs or (20 if quick else int(yaml.safe_load(
         (clone / "params.yaml").read_text(encoding="utf-8"))["evaluate"]["runs"]))
-    compression = measure_compression(clone, work / "onnx", runs, warmup=2 if quick else 20)
+    compression = measure_compression(clone, work / "onnx", runs, warmup=2 if quick else 20,
+                                      rounds=1 if quick else 3)
     import onnxruntime
 
     compression["onnxruntime"] = onnxruntime.__version__
