@@ -41,7 +41,7 @@ QUICK: dict[str, Any] = {
               "max_accuracy_drop": 1.0},
     "quantize": {"calibration_size": 32},
     "evaluate": {"runs": 10, "warmup": 2},
-    "register": {"policy": {"gates": {"min_accuracy": 0.0}, "require_all_budgets": False}},
+    "register": {"policy": {"gates": {"min_val_accuracy": 0.0}, "require_all_budgets": False}},
 }
 OPEN_BUDGETS = {"max_latency_ms_p95": None, "max_size_bytes": None, "max_peak_rss_mb": None,
                 "min_accuracy": 0.0}

@@ -46,7 +46,7 @@ def shrink(params: dict, limit_per_class: int = 8, epochs: int = 2) -> dict:
     for profile in params["evaluate"]["profiles"].values():
         profile["budgets"] = dict(OPEN_BUDGETS)
     params["evaluate"].update(runs=10, warmup=2)
-    params["register"]["policy"].update(gates={"min_accuracy": 0.0}, require_all_budgets=False)
+    params["register"]["policy"].update(gates={"min_val_accuracy": 0.0}, require_all_budgets=False)
     params["prune"].update(steps=1, max_accuracy_drop=1.0)
     return params
 
