@@ -61,9 +61,10 @@ def export_identity(in_shape: tuple[int, int, int], path: Path) -> Path:
 def train_student_alone(clone: Path, params: Any, data: Any) -> Any:
     """The student architecture trained on labels alone: distill's data, seed and schedule."""
     from components.architectures import build_model
-    from components.training import fit
+    from components.training import fit, seed_everything
 
     cfg = params.distill
+    seed_everything(cfg.training.seed)  # the same initial weights as distill's seed-0 baseline
     model = build_model(cfg.student, data.in_shape, data.num_classes, data.mean, data.std)
     fit(model, data.train, data.val, cfg.training, seed=cfg.training.seed, desc="student alone")
     return model
