@@ -108,6 +108,18 @@ def test_changing_one_teacher_reruns_only_what_depends_on_it(built):
     assert "Running stage 'ingest'" not in out
 
 
+def test_register_is_never_restored_from_the_run_cache(built):
+    params_path = built / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["register"]["example_size"] = 2
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "Running stage 'register'" in run(["dvc", "repro", "register"], built).stdout
+    params_path.write_text(original)  # back to a state DVC has seen: other stages could restore
+    out = run(["dvc", "repro", "register"], built).stdout
+    assert "Running stage 'register'" in out and "is cached" not in out
+
+
 def test_stage_runs_are_tracked_in_mlflow(built):
     import mlflow
 
