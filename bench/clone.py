@@ -4,7 +4,7 @@ A clone is `git clone` of the repository (its committed HEAD: what a new user ge
 bench's parameter overrides written into its params.yaml and committed there, so stage runs are
 tagged with a clean commit. Every command runs in the clone with the current venv's `bin` first
 on PATH (the "after install" cost), `PYTHONPATH` set to the clone (stages run the code whose
-hashes DVC records, as `flows.pipeline.run_dvc` does) and MLflow / Prefect state inside the clone.
+hashes DVC records, as `flows.dvc_ops.run_dvc` does) and MLflow / Prefect state inside the clone.
 """
 
 from __future__ import annotations

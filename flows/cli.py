@@ -155,8 +155,8 @@ def status() -> None:
     import json
 
     from components.io import read_json
+    from flows.dvc_ops import run_dvc
     from flows.graph import read_graph
-    from flows.pipeline import run_dvc
     from flows.tracking import flatten
 
     graph = read_graph(".")

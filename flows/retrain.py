@@ -16,13 +16,9 @@ from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from components.config import ScheduleConfig
-from flows.pipeline import (
-    StageFailed,
-    apprise_url,
-    failure_hook,
-    pipeline_flow,
-    run_dvc,
-)
+from flows.dvc_ops import StageFailed, run_dvc
+from flows.notify import apprise_url, failure_hook
+from flows.pipeline import pipeline_flow
 
 IO_RETRIES = 3
 

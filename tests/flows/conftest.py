@@ -7,11 +7,14 @@ it; logic-only tests call `task.fn()` and need no server.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,23 @@ def servers(tmp_path_factory) -> Iterator[dict[str, str]]:
 def tiny_repo(tmp_path_factory) -> Path:
     """One tiny clone shared by the integration tests (they run in file order)."""
     return make_clone(tmp_path_factory.mktemp("clone") / "repo")
+
+
+@pytest.fixture
+def apprise_inbox():
+    """A local HTTP endpoint for Apprise's `json://` scheme; yields (url, received bodies)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"json://127.0.0.1:{server.server_port}/notify", received
+    server.shutdown()

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -17,7 +14,6 @@ import yaml
 from flows.graph import StageNode, read_graph
 from flows.pipeline import (
     compression_pipeline,
-    failure_hook,
     pipeline_flow,
     stage_timeout,
     tracking_env,
@@ -25,40 +21,6 @@ from flows.pipeline import (
 from tests.conftest import REPO
 
 DVC = str(Path(sys.executable).parent / "dvc")
-
-
-@pytest.fixture
-def apprise_inbox():
-    """A local HTTP endpoint for Apprise's `json://` scheme; yields (url, received bodies)."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"json://127.0.0.1:{server.server_port}/notify", received
-    server.shutdown()
-
-
-def test_failure_hook_sends_an_apprise_notification(apprise_inbox):
-    url, received = apprise_inbox
-    hook = failure_hook(url)
-    hook(SimpleNamespace(name="validate"), SimpleNamespace(name="validate"),
-         SimpleNamespace(message="data rejected", name="Failed"))
-    assert len(received) == 1
-    assert "validate" in received[0]["title"] and "data rejected" in received[0]["message"]
-
-
-def test_failure_hook_without_url_only_logs():
-    failure_hook(None)(SimpleNamespace(name="x"), SimpleNamespace(name="x"),
-                       SimpleNamespace(message="boom", name="Failed"))
 
 
 def test_stage_timeout_prefers_address_then_stage_then_default(monkeypatch):
