@@ -7,7 +7,7 @@ topological order, each waiting only for its upstream futures, so independent st
 
 Two ways to run a stage:
 - locally (threads), in warm worker processes (`flows.workers`): the stage's imports are paid once
-  per worker, not once per stage; DVC's status and commit run in this process;
+  per worker, not once per stage; each worker also runs the stage's DVC status and commit;
 - on a Dask cluster (`DISTILLERY_DASK_ADDRESS`), or for a command that is not `distillery stage`,
   as `dvc repro --single-item STAGE` in a subprocess.
 """
@@ -141,7 +141,7 @@ def stage_timeout(node: StageNode, default_s: float | None,
 def plan(graph: StageGraph, hook=None) -> dict[str, Any]:
     """One task per stage, named as in dvc.yaml, in topological order."""
     # No Prefect `timeout_seconds`: in a worker thread it cannot interrupt a blocking call, so
-    # `run_dvc` enforces each stage's timeout itself by ending the stage's process group.
+    # the stage's runner enforces it by ending the process (`StageWorkers.run` or `run_dvc`).
     hooks = [hook] if hook else []
     return {name: reproduce_stage.with_options(name=name, task_run_name=name, on_failure=hooks,
                                                **io_retries(graph.stages[name].stage))
@@ -250,9 +250,8 @@ def compression_pipeline(
 
     repo = str(Path(repo).resolve())
     experiment = load_params(Path(repo) / "params.yaml").tracking.experiment  # fail early
-    graph = read_graph(repo)
-    if targets:
-        graph = graph.upstream_closure(targets)
+    full_graph = read_graph(repo)
+    graph = full_graph.upstream_closure(targets) if targets else full_graph
     timeouts = {n: stage_timeout(s, stage_timeout_s, stage_timeouts)
                 for n, s in graph.stages.items()}
     tasks = plan(graph, failure_hook(apprise_url(repo)))
@@ -274,7 +273,7 @@ def compression_pipeline(
             pool.close()  # no stage is left: the workers exit while the report is written
         records = [f.state.result() for f in futures.values() if f.state.is_completed()]
         failed = [n for n, f in futures.items() if not f.state.is_completed()]
-        order_lockfile(repo, read_graph(repo).order)
+        order_lockfile(repo, full_graph.order)
         publish_report(records, failed, repo, parent)
         if failed:  # raising inside the MLflow run marks it FAILED too
             raise StageFailed(f"stages failed or not run: {', '.join(failed)}")

@@ -44,6 +44,10 @@ class WorkerError(RuntimeError):
     """A stage failed inside a worker, ran past its timeout, or its worker died."""
 
 
+class WorkerLost(WorkerError):
+    """The worker gave no answer: it ran past the timeout or died. It must be replaced."""
+
+
 @dataclass(frozen=True)
 class StageCall:
     """`distillery stage NAME [--item ITEM] [--params FILE]`, parsed."""
@@ -196,9 +200,9 @@ class _Worker:
             with contextlib.suppress(EOFError):
                 return self.conn.recv()
         if not ready:
-            raise WorkerError(f"{what} ran past its timeout")
+            raise WorkerLost(f"{what} ran past its timeout")
         self.process.join(1)
-        raise WorkerError(f"{what}: worker process died (exit {self.process.exitcode})")
+        raise WorkerLost(f"{what}: worker process died (exit {self.process.exitcode})")
 
     def ask_to_exit(self) -> None:
         if self.process.is_alive():
@@ -237,10 +241,9 @@ class StageWorkers:
         worker = self._idle.get()
         try:
             return worker.call(job, env, timeout_s)
-        except WorkerError as e:
-            if "timeout" in str(e) or not worker.process.is_alive():
-                worker.stop(grace_s=0)
-                worker = _Worker(self.repo)
+        except WorkerLost:
+            worker.stop(grace_s=0)
+            worker = _Worker(self.repo)
             raise
         finally:
             self._idle.put(worker)
