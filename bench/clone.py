@@ -47,13 +47,15 @@ class Timed:
         return out
 
 
-def set_key(params: dict, dotted: str, value: Any) -> None:
-    """``params["a"]["b"] = value`` for ``dotted`` = "a.b", creating sections as needed."""
+def set_key(params: dict, dotted: str, value: Any) -> dict:
+    """``params["a"]["b"] = value`` for ``dotted`` = "a.b", creating sections as needed;
+    returns ``params``."""
     *parents, last = dotted.split(".")
     node = params
     for key in parents:
         node = node.setdefault(key, {})
     node[last] = value
+    return params
 
 
 def changed_files(repo: Path, clone: Path) -> list[str]:

@@ -58,7 +58,7 @@ def export_identity(in_shape: tuple[int, int, int], path: Path) -> Path:
     return save_onnx(proto, path)
 
 
-def train_student_alone(clone: Path, params: Any, data: Any) -> Any:
+def train_student_alone(params: Any, data: Any) -> Any:
     """The student architecture trained on labels alone: distill's data, seed and schedule."""
     from components.architectures import build_model
     from components.training import fit, seed_everything
@@ -72,6 +72,7 @@ def train_student_alone(clone: Path, params: Any, data: Any) -> Any:
 
 def collect_candidates(clone: Path, work: Path) -> dict[str, Candidate]:
     """Every model to measure, exporting to ONNX under ``work`` what has no ONNX file yet."""
+    from components.architectures import count_params
     from components.checkpoint import load_checkpoint
     from components.config import load_params
     from components.convert import AveragedSoftmax
@@ -88,7 +89,7 @@ def collect_candidates(clone: Path, work: Path) -> dict[str, Candidate]:
     bundles = find_candidates(clone / "models/bundles")
 
     def cost(model) -> tuple[int, int]:
-        return sum(p.numel() for p in model.parameters()), count_macs(model, shape)
+        return count_params(model), count_macs(model, shape)
 
     out: dict[str, Candidate] = {}
     teachers = {n: load_checkpoint(clone / "models/teachers" / n)
@@ -103,7 +104,7 @@ def collect_candidates(clone: Path, work: Path) -> dict[str, Candidate]:
     costs = [cost(m) for m in members]
     out["ensemble"] = Candidate("ensemble", path, sum(p for p, _ in costs),
                                 sum(m for _, m in costs))
-    alone = train_student_alone(clone, params, data)
+    alone = train_student_alone(params, data)
     out["student-alone"] = Candidate("student", export_onnx(alone, shape,
                                                             work / "student-alone.onnx"),
                                      *cost(alone))

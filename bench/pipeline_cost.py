@@ -11,6 +11,7 @@ end, logging included) is kept beside it. Orchestration overhead =
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from bench.clone import BIN, Timed, clone_env, make_clone, timed, write_params
+from bench.clone import BIN, Timed, clone_env, make_clone, set_key, timed, write_params
 
 CHANGED_KEY = "quantize.calibration_size"
 
@@ -64,17 +65,6 @@ def summarize(clone: Path, run: Timed) -> dict[str, Any]:
     }
 
 
-def halve(params: dict[str, Any], dotted: str) -> tuple[Any, Any]:
-    """Halve the integer at ``dotted`` in ``params`` (in place); (old, new)."""
-    *parents, last = dotted.split(".")
-    node = params
-    for key in parents:
-        node = node[key]
-    old = node[last]
-    node[last] = max(1, int(old) // 2)
-    return old, node[last]
-
-
 def run_chain(kind: str, command: list[str], repo: Path, dest: Path,
               overrides: dict[str, Any], env: dict[str, str | None] | None = None
               ) -> dict[str, Any]:
@@ -86,8 +76,9 @@ def run_chain(kind: str, command: list[str], repo: Path, dest: Path,
     out["fresh"] = summarize(clone, fresh)
     out["noop"] = summarize(clone, timed(f"{kind}-noop", command, clone, logs, env))
     params = yaml.safe_load((clone / "params.yaml").read_text(encoding="utf-8"))
-    old, new = halve(params, CHANGED_KEY)
-    write_params(clone, params)
+    old = functools.reduce(lambda node, key: node[key], CHANGED_KEY.split("."), params)
+    new = max(1, int(old) // 2)
+    write_params(clone, set_key({}, CHANGED_KEY, new))
     out["changed"] = {"key": CHANGED_KEY, "from": old, "to": new,
                       **summarize(clone, timed(f"{kind}-changed", command, clone, logs, env))}
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.compression import IDENTITY
+
 FRESH_MAX_S = 300.0
 NOOP_MAX_S = 5.0
 OVERHEAD_MAX = 0.10
@@ -65,7 +67,7 @@ def model_goals(comp: dict[str, Any], selected: str | None,
     drop = 100 * (ens["accuracy"] - row["accuracy"])
     smaller = comp["teachers_size_bytes"] / row["size_bytes"]
     ens_p50, p50 = ens["1t-b1.latency_ms_p50"], row["1t-b1.latency_ms_p50"]
-    floor = rows["identity"]["1t-b1.latency_ms_p50"]
+    floor = rows[IDENTITY]["1t-b1.latency_ms_p50"]
     faster = ens_p50 / p50 if p50 else 0.0
     return [
         _goal(names[0], f"<= {ACCURACY_POINTS:g} point below",
@@ -171,7 +173,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                          f"| {_f(q['p50_1t_x_faster'], '.2f')}x "
                          f"| {_f(q['throughput_b64_x'], '.2f')}x "
                          f"| {_f(q['accuracy_delta_points'], '+.2f')} |")
-    floor = comp["rows"]["identity"]
+    floor = comp["rows"][IDENTITY]
     lines += ["", f"ONNX Runtime's per-call floor (identity graph, same input): p50 "
               f"{floor['1t-b1.latency_ms_p50']:.4f} ms at 1 thread batch 1, "
               f"{floor['all-b64.latency_ms_p50']:.4f} ms at all cores batch 64.", "",
@@ -215,7 +217,7 @@ def write_plot(result: dict[str, Any], path: Path) -> Path:
             ax.annotate(name, (x, r["accuracy"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         if key.startswith("1t-b1"):
-            floor = result["compression"]["rows"]["identity"][key]
+            floor = result["compression"]["rows"][IDENTITY][key]
             ax.axvline(floor, color="grey", ls=":", lw=1)
             ax.annotate("ORT floor", (floor, ax.get_ylim()[0]), fontsize=7, rotation=90,
                         va="bottom")

@@ -152,16 +152,14 @@ HEADLINE = {
 @app.command()
 def status() -> None:
     """Each stage in order, up to date or stale, its headline metrics; the current champion."""
-    import json
 
     from components.io import read_json
-    from flows.dvc_ops import run_dvc
+    from flows.dvc_ops import changed_stages
     from flows.graph import read_graph
     from flows.tracking import flatten
 
     graph = read_graph(".")
-    out = run_dvc(["status", "--json"], ".")
-    stale = set(json.loads(out[out.find("{"):] or "{}"))  # one dvc call for every stage
+    stale = changed_stages(".")  # one dvc call for every stage
     for name, node in graph.stages.items():
         values: dict = {}
         for path in node.metrics:

@@ -59,10 +59,16 @@ def run_dvc(args: list[str], repo: str | Path, env: dict[str, str] | None = None
     return out
 
 
+def changed_stages(repo: str | Path, targets: list[str] | None = None,
+                   env: dict[str, str] | None = None) -> set[str]:
+    """Stages `dvc status --json [TARGETS]` reports with a changed dep, param, out or command."""
+    out = run_dvc(["status", "--json", *(targets or [])], repo, env)
+    return set(yaml.safe_load(out[out.find("{"):] or "{}"))
+
+
 def stage_changed(name: str, repo: str | Path, env: dict[str, str] | None = None) -> bool:
-    """True when `dvc status NAME` reports a changed dep, param, out or command."""
-    out = run_dvc(["status", "--json", name], repo, env)
-    return bool(yaml.safe_load(out[out.find("{"):] or "{}"))
+    """True when `dvc status NAME` reports the stage changed."""
+    return bool(changed_stages(repo, [name], env))
 
 
 @contextlib.contextmanager

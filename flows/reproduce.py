@@ -13,9 +13,7 @@ between two runs whose weights and accuracies are identical.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,9 @@ from typing import Any
 import yaml
 
 from components.io import read_json, sha256_file
+from flows.dvc_ops import run_dvc
 from flows.register import VARIANT, _client
+from flows.tracking import PARENT_ENV
 
 # Outputs that hold no timings, so their hashes must match exactly.
 DETERMINISTIC_OUTS = ("data/",)
@@ -79,10 +79,10 @@ def reproduce(name: str, version: str, workdir: Path, repo: Path = Path("."),
     _run(["git", "clone", "--quiet", str(Path(repo).resolve()), str(workdir)], Path("."))
     _run(["git", "checkout", "--quiet", commit], workdir)
     recorded_lock = _lock_outs(workdir / "dvc.lock")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir.resolve() / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("DISTILLERY_PARENT_RUN_ID", None)
-    _run(["dvc", "repro"], workdir, env)
+    # run_dvc runs the checkout's own code (PYTHONPATH), the code the recorded hashes describe
+    run_dvc(["repro"], workdir, {"MLFLOW_TRACKING_URI":
+                                 f"sqlite:///{workdir.resolve() / 'mlflow.db'}",
+                                 PARENT_ENV: ""})  # a run of its own, under no pipeline run
 
     result = Reproduction(name, str(version), commit, workdir)
     manifest = read_json(workdir / "data/prepared/manifest.json")
