@@ -3,9 +3,9 @@
 Rows: each teacher, their ensemble, the student trained alone (cross-entropy, distill's data,
 seed and schedule), the distilled student, the pruned student, each quantized bundle, and an
 identity graph (ONNX Runtime's own per-call floor). Every ONNX file is measured by
-`components.evaluate.run_measurement` (one `components.profiles` process per model and setting,
-so peak memory is that process's) on 1 thread at batch 1 and on all cores at batch 64.
-Models without an ONNX file yet are exported with `components.onnx_utils.export_onnx`.
+`components.evaluate.run_measurement` (one `components.evaluation.profiles` process per model and
+setting, so peak memory is that process's) on 1 thread at batch 1 and on all cores at batch 64.
+Models without an ONNX file yet are exported with `components.export.onnx_utils.export_onnx`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.evaluate import DeviceProfile, EvaluateConfig, run_measurement
+from components.config import DeviceProfile, EvaluateConfig
+from components.evaluate import run_measurement
 
 SETTINGS = {
     "1t-b1": DeviceProfile(threads=1, batch_size=1),
@@ -43,7 +44,7 @@ def export_identity(in_shape: tuple[int, int, int], path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from components.onnx_utils import INPUT_NAME, OUTPUT_NAME, save_onnx
+    from components.export.onnx_utils import INPUT_NAME, OUTPUT_NAME, save_onnx
 
     c, h, w = in_shape
     graph = helper.make_graph(
@@ -60,8 +61,8 @@ def export_identity(in_shape: tuple[int, int, int], path: Path) -> Path:
 
 def train_student_alone(params: Any, data: Any) -> Any:
     """The student architecture trained on labels alone: distill's data, seed and schedule."""
-    from components.architectures import build_model
-    from components.training import fit, seed_everything
+    from components.modeling.architectures import build_model
+    from components.modeling.training import fit, seed_everything
 
     cfg = params.distill
     seed_everything(cfg.training.seed)  # the same initial weights as distill's seed-0 baseline
@@ -72,14 +73,14 @@ def train_student_alone(params: Any, data: Any) -> Any:
 
 def collect_candidates(clone: Path, work: Path) -> dict[str, Candidate]:
     """Every model to measure, exporting to ONNX under ``work`` what has no ONNX file yet."""
-    from components.architectures import count_params
-    from components.checkpoint import load_checkpoint
     from components.config import load_params
     from components.convert import AveragedSoftmax
-    from components.data import load_prepared
+    from components.core.data import load_prepared
+    from components.core.io import read_json
     from components.evaluate import find_candidates
-    from components.io import read_json
-    from components.onnx_utils import export_onnx
+    from components.export.onnx_utils import export_onnx
+    from components.modeling.architectures import count_params
+    from components.modeling.checkpoint import load_checkpoint
     from components.pruning.macs import count_macs
 
     work.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def spread(values: list[float]) -> dict[str, Any]:
 def run_grid(clone: Path, seeds: int) -> dict[str, Any]:
     """``{"seeds", "rows": {label: spread + gain_points}, "best_single_teacher", ...}``."""
     from components.config import load_params
-    from components.data import load_prepared
+    from components.core.data import load_prepared
     from components.distill import distill
 
     params = load_params(clone / "params.yaml")

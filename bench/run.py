@@ -109,7 +109,7 @@ def main(
     from bench.kd_grid import run_grid
     from bench.pipeline_cost import measure_pipeline
     from bench.report import PROFILE, model_goals, pipeline_goals, render_markdown, write_plot
-    from components.io import atomic_write_json, atomic_write_text
+    from components.core.io import atomic_write_json, atomic_write_text
 
     if source != "digits" and path is None:
         raise typer.BadParameter(f"--source {source} needs --path")

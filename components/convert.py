@@ -19,16 +19,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
-from components import bundle_predict
-from components.base_config import Section
-from components.checkpoint import load_checkpoint
-from components.data import Dataset
-from components.ensemble import load_teachers
-from components.io import atomic_dir, atomic_save_npz, atomic_write_json, read_json, sha256_file
-from components.onnx_utils import (
+from components.config import ConvertConfig, Params
+from components.core.data import Dataset, load_prepared
+from components.core.io import (
+    atomic_dir,
+    atomic_save_npz,
+    atomic_write_json,
+    read_json,
+    sha256_file,
+)
+from components.core.stage import StageIO, StageResult
+from components.export import bundle_predict
+from components.export.onnx_utils import (
     INPUT_NAME,
     ParityError,
     check_parity,
@@ -38,22 +42,10 @@ from components.onnx_utils import (
     save_ort,
     torch_outputs,
 )
+from components.modeling.checkpoint import load_checkpoint
+from components.modeling.teachers import load_teachers, teacher_dirs
 
 BUNDLE_FORMAT = 1
-
-
-class ConvertConfig(Section):
-    ort_format: bool = Field(default=True, description="Also write `model.ort` (ORT format).")
-    parity_max_abs_diff: float = Field(
-        default=1e-4, gt=0, description="Largest allowed |output difference| vs the source."
-    )
-    parity_min_top1_agreement: float = Field(
-        default=1.0, ge=0, le=1, description="Minimum share of equal top-1 vs the source."
-    )
-    include_teachers: bool = Field(
-        default=True, description="Also bundle each teacher and their averaged ensemble."
-    )
-    opset: int = Field(default=17, ge=17, description="ONNX opset of teacher/ensemble exports.")
 
 
 class AveragedSoftmax(nn.Module):
@@ -204,3 +196,11 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
 def predict_bundle(bundle_dir: Path, inputs: list[Path]) -> list[str]:
     """Class name for every image (PNG/JPEG) or .npz sample in ``inputs``, via the bundle."""
     return [label for _, label in bundle_predict.predict(bundle_dir, list(inputs))]
+
+
+def run(cfg: Params, io: StageIO) -> StageResult:
+    """The `convert` stage: a verified bundle per variant, teacher and the ensemble."""
+    metrics = convert_stage(cfg.convert, io.dep("quantized"), teacher_dirs(cfg, io),
+                            load_prepared(io.dep("prepared")), io.out("bundles"), io.metrics,
+                            references={"student": io.dep("student")})
+    return StageResult(metrics=metrics, params=cfg.convert.model_dump())

@@ -11,43 +11,12 @@ from typing import Any
 
 import torch
 
-from components.checkpoint import Checkpoint, load_checkpoint
-from components.data import Dataset
-from components.io import atomic_write_json
-from components.training import predict_logits
-
-
-def load_teachers(teacher_dirs: dict[str, Path], prepared: Dataset) -> dict[str, Checkpoint]:
-    """Load each teacher and refuse one that was not trained on ``prepared``'s data."""
-    loaded = {}
-    data_hash = prepared.manifest.get("data_hash")
-    for name, folder in teacher_dirs.items():
-        path = Path(folder)
-        path = path / "model.pt" if path.suffix != ".pt" else path
-        if not path.exists():
-            raise ValueError(f"teacher `{name}`: checkpoint not found at {path}")
-        try:
-            ckpt = load_checkpoint(path)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"teacher `{name}` ({path}): {e}") from None
-        problems = []
-        if tuple(ckpt.in_shape) != tuple(prepared.in_shape):
-            problems.append(f"input shape {list(ckpt.in_shape)} != data {list(prepared.in_shape)}")
-        if ckpt.num_classes != prepared.num_classes:
-            problems.append(f"{ckpt.num_classes} classes != data {prepared.num_classes}")
-        teacher_hash = ckpt.metadata.get("data_hash")
-        if teacher_hash and data_hash and teacher_hash != data_hash:
-            problems.append(f"trained on data {teacher_hash[:12]}, not {data_hash[:12]}")
-        if problems:
-            raise ValueError(f"teacher `{name}` ({path}) does not fit the prepared dataset: "
-                             + "; ".join(problems))
-        loaded[name] = ckpt
-    return loaded
-
-
-def ensemble_probs(teachers: list[torch.nn.Module], x: Any) -> torch.Tensor:
-    """Mean softmax probabilities of ``teachers`` on ``x``: (N, K)."""
-    return torch.stack([predict_logits(t, x).softmax(1) for t in teachers]).mean(0)
+from components.config import Params
+from components.core.data import Dataset, load_prepared
+from components.core.io import atomic_write_json
+from components.core.stage import StageIO, StageResult
+from components.modeling.teachers import ensemble_probs, load_teachers, teacher_dirs
+from components.modeling.training import predict_logits
 
 
 def score_ensemble(teacher_dirs: dict[str, Path], data: Dataset, metrics_path: Path) -> dict:
@@ -74,3 +43,9 @@ def score_ensemble(teacher_dirs: dict[str, Path], data: Dataset, metrics_path: P
 
 def _acc(scores: torch.Tensor, y: Any) -> float:
     return float((scores.argmax(1).numpy() == y).mean())
+
+
+def run(cfg: Params, io: StageIO) -> StageResult:
+    """The `ensemble` stage: every teacher and their average, scored on val and test."""
+    metrics = score_ensemble(teacher_dirs(cfg, io), load_prepared(io.dep("prepared")), io.metrics)
+    return StageResult(metrics=metrics, params={"teachers": sorted(cfg.train_teachers.teachers)})

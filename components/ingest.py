@@ -1,4 +1,5 @@
-"""The `ingest` stage: one labelled image source in, the prepared dataset of `components.data` out.
+"""The `ingest` stage: one labelled image source in, the prepared dataset
+(`components.core.data`) out.
 
 Loads the configured source (`components.sources.SOURCES`), scales pixels by `max_value` to
 float32, optionally caps each class, splits stratified and deterministically by seed, computes
@@ -18,9 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from components.config import IngestConfig
-from components.data import SPLITS
-from components.io import atomic_dir, atomic_save_npz, atomic_write_json, sha256_bytes, sha256_file
+from components.config import IngestConfig, Params
+from components.core.data import SPLITS
+from components.core.io import (
+    atomic_dir,
+    atomic_save_npz,
+    atomic_write_json,
+    sha256_bytes,
+    sha256_file,
+)
+from components.core.stage import StageIO, StageResult
 from components.sources import RawData, load_source
 
 
@@ -90,7 +98,7 @@ def normalization_stats(x: np.ndarray) -> dict[str, float]:
 
 
 def ingest(cfg: IngestConfig, out_dir: str | Path) -> IngestResult:
-    """Prepare the dataset ``cfg`` describes in ``out_dir`` (see `components.data`)."""
+    """Prepare the dataset ``cfg`` describes in ``out_dir`` (see `components.core.data`)."""
     out_dir = Path(out_dir)
     raw = load_source(cfg)
     max_value = float(cfg.max_value or raw.max_value)
@@ -166,3 +174,13 @@ def _manifest(
         "rejected": raw.rejected,
         "data_hash": data_hash,
     }
+
+
+def run(cfg: Params, io: StageIO) -> StageResult:
+    """The `ingest` stage: the configured source into `io.out("prepared")`."""
+    result = ingest(cfg.ingest, io.out("prepared"))
+    metrics = {"samples": result.counts, "num_classes": result.num_classes,
+               "rejected": result.rejected}
+    return StageResult(metrics=metrics, params=cfg.ingest.model_dump(),
+                       artifacts=[io.out("prepared") / "manifest.json"],
+                       tags={"data_hash": result.data_hash})

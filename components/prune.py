@@ -11,16 +11,17 @@ keep the largest reduction whose validation accuracy is within ``max_accuracy_dr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator
 
-from components.architectures import Classifier, count_params
-from components.base_config import Section, TrainingConfig
-from components.checkpoint import load_checkpoint, save_checkpoint
-from components.data import Dataset
-from components.io import atomic_dir, atomic_write_json
+from components.config import Params, PruneConfig, TrainingConfig
+from components.core.data import Dataset, load_prepared, stratified_sample
+from components.core.io import atomic_dir, atomic_write_json
+from components.core.stage import StageIO, StageResult
+from components.modeling.architectures import Classifier, count_params
+from components.modeling.checkpoint import load_checkpoint, save_checkpoint
+from components.modeling.training import LossFn, accuracy, fit
 from components.pruning.importance import IMPORTANCE, Batches
 from components.pruning.macs import count_macs, layer_report
 from components.pruning.search import (
@@ -38,7 +39,6 @@ from components.pruning.unstructured import (
     prune_unstructured,
     search_sparsity,
 )
-from components.training import LossFn, accuracy, fit
 
 __all__ = [
     "DENSE_NOTE", "IMPORTANCE", "Evaluate", "Finetune", "PruneConfig", "PruneResult",
@@ -48,44 +48,6 @@ __all__ = [
 ]
 
 STRUCTURED_NOTE = "structured: channels are removed, so the model is smaller and faster anywhere"
-
-
-class PruneConfig(Section):
-    method: Literal["structured", "unstructured"] = Field(
-        default="structured",
-        description="Remove whole channels (smaller, faster model) or zero single weights.",
-    )
-    criterion: Literal["l1", "l2", "bn_scale", "taylor"] = Field(
-        default="l1", description="Structured: channel importance criterion (lowest removed)."
-    )
-    target: Literal["params", "macs"] = Field(
-        default="params", description="Structured: what `target_ratio` is a reduction of."
-    )
-    target_ratio: float = Field(
-        default=0.5, description="Structured: share of params/MACs to remove, in [0, 1)."
-    )
-    steps: int = Field(default=3, ge=1, description="Prune in this many equal increments.")
-    max_accuracy_drop: float = Field(
-        default=0.01, ge=0, description="Largest allowed val-accuracy drop vs the unpruned model."
-    )
-    finetune_epochs: int = Field(default=5, gt=0, description="Fine-tuning epochs after a step.")
-    finetune_lr: float = Field(
-        default=1e-3, gt=0,
-        description="Peak learning rate of each fine-tune (cosine decay): low, to keep weights.",
-    )
-    sparsity: float = Field(
-        default=0.5, description="Unstructured: share of conv/linear weights to zero, in [0, 1)."
-    )
-    calibration_samples: int = Field(
-        default=256, gt=0, description="`taylor`: training samples used to score channels."
-    )
-
-    @field_validator("target_ratio", "sparsity")
-    @classmethod
-    def _share(cls, v: float, info: Any) -> float:
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"{info.field_name} must be in [0, 1) (a share to remove), got {v}")
-        return v
 
 
 def make_finetune(prepared: Dataset, epochs: int, training: TrainingConfig | None = None,
@@ -102,8 +64,6 @@ def make_finetune(prepared: Dataset, epochs: int, training: TrainingConfig | Non
 def calibration_batches(prepared: Dataset, samples: int, batch_size: int = 64) -> Batches:
     """A class-stratified sample of the training split in batches (sources may be class-sorted,
     so the first N samples could be one or two classes)."""
-    from components.onnx_utils import stratified_sample
-
     sample = stratified_sample(prepared.train, samples)
     x = torch.as_tensor(sample.x, dtype=torch.float32)
     y = torch.as_tensor(sample.y, dtype=torch.long)
@@ -180,3 +140,32 @@ def prune_stage(cfg: PruneConfig, student_dir: str | Path, prepared: Dataset,
         verify_reload(tmp, after, probe)
     atomic_write_json(metrics_path, metrics)
     return metrics
+
+
+def kd_finetune(cfg: Params, io: StageIO, prepared: Dataset) -> Finetune:
+    """Each step's fine-tune: the multi-teacher loss the student was distilled with, at
+    `prune.finetune_lr` with a cosine schedule, for `prune.finetune_epochs`."""
+    from components.modeling.kd import make_kd_loss
+    from components.modeling.teachers import load_teachers
+    from components.modeling.training import resolve_device
+
+    kd, prune_cfg = cfg.required("distill"), cfg.required("prune")
+    names = kd.teachers or list(cfg.train_teachers.teachers)
+    teachers = load_teachers({n: io.dep("teachers") / n for n in names}, prepared)
+    device = resolve_device(kd.training.device)  # where `fit` will put the student and batches
+    models = [teachers[n].model.to(device).eval() for n in names]
+    loss = make_kd_loss(models, kd.weighting, kd.temperature, kd.alpha,
+                        teacher_accuracies=[accuracy(m, prepared.val, device) for m in models])
+    training = kd.training.model_copy(update={"lr": prune_cfg.finetune_lr, "schedule": "cosine"})
+    return make_finetune(prepared, prune_cfg.finetune_epochs, training, loss_fn=loss)
+
+
+def run(cfg: Params, io: StageIO) -> StageResult:
+    """The `prune` stage: the distilled student, pruned in steps, each KD-fine-tuned."""
+    prune_cfg = cfg.required("prune")
+    prepared = load_prepared(io.dep("prepared"))
+    metrics = prune_stage(prune_cfg, io.dep("student"), prepared, kd_finetune(cfg, io, prepared),
+                          io.out("pruned"), io.metrics)
+    return StageResult(metrics=metrics, params=prune_cfg.model_dump(),
+                       artifacts=[io.out("pruned") / "layers.json",
+                                  io.out("pruned") / "metadata.json"])

@@ -14,16 +14,15 @@ from __future__ import annotations
 import itertools
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from components.base_config import Section
-from components.checkpoint import load_checkpoint
-from components.data import Dataset, Split
-from components.io import atomic_dir, atomic_write_json, sha256_file
-from components.onnx_utils import (
+from components.config import Params, QuantizeConfig
+from components.core.data import Dataset, Split, load_prepared, stratified_sample
+from components.core.io import atomic_dir, atomic_write_json, sha256_file
+from components.core.stage import StageIO, StageResult
+from components.export.onnx_utils import (
     check_parity,
     compare_outputs,
     convert_fp16,
@@ -32,39 +31,9 @@ from components.onnx_utils import (
     onnx_accuracy,
     rank_sensitive_nodes,
     run_session,
-    stratified_sample,
     torch_outputs,
 )
-
-VARIANTS = ("fp32", "int8", "int8_dynamic", "fp16")
-Variant = Literal["fp32", "int8", "int8_dynamic", "fp16"]
-Method = Literal["minmax", "entropy", "percentile"]
-
-
-class QuantizeConfig(Section):
-    opset: int = Field(default=17, ge=17, description="ONNX opset of the exported graphs.")
-    parity_max_abs_diff: float = Field(
-        default=1e-4, gt=0, description="fp32 ONNX vs PyTorch: largest allowed |logit difference|."
-    )
-    parity_min_top1_agreement: float = Field(
-        default=1.0, ge=0, le=1, description="fp32 ONNX vs PyTorch: minimum share of equal top-1."
-    )
-    calibration_size: int = Field(
-        default=256, gt=0, description="Stratified sample of the training split used to calibrate."
-    )
-    calibration_method: Method = Field(default="minmax", description="Activation range estimator.")
-    per_channel: bool = Field(default=False, description="Per-output-channel weight scales.")
-    max_accuracy_drop: float = Field(
-        default=0.005, ge=0, le=1,
-        description="Largest allowed val-accuracy drop of int8 vs fp32 (fraction, 0.005 = 0.5 pt).",
-    )
-    max_float_nodes: int = Field(
-        default=4, ge=0, description="Most nodes the fallback may keep in float before giving up."
-    )
-    variants: list[Variant] = Field(
-        default=list(VARIANTS), min_length=1, description="Variants to produce (fp32 always is)."
-    )
-    seed: int = Field(default=0, description="Seed of the calibration sample.")
+from components.modeling.checkpoint import load_checkpoint
 
 
 def _calibration_method(name: str) -> Any:
@@ -196,7 +165,7 @@ def quantize_stage(cfg: QuantizeConfig, checkpoint_dir: Path, prepared: Dataset,
                    metrics_path: Path) -> dict[str, Any]:
     """Write ``out_dir/{<variant>.onnx, report.json}`` and the metrics JSON; return the metrics.
 
-    Raises :class:`components.onnx_utils.ParityError` when the fp32 export disagrees with the
+    Raises :class:`components.export.onnx_utils.ParityError` when the fp32 export disagrees with the
     checkpoint; an int8 that misses the accuracy tolerance is reported, not raised.
     """
     from onnxruntime.quantization import quant_pre_process
@@ -245,3 +214,11 @@ def quantize_stage(cfg: QuantizeConfig, checkpoint_dir: Path, prepared: Dataset,
         atomic_write_json(tmp / "report.json", {"config": cfg.model_dump(), **metrics})
     atomic_write_json(metrics_path, metrics)
     return metrics
+
+
+def run(cfg: Params, io: StageIO) -> StageResult:
+    """The `quantize` stage: the pruned student's fp32 export and its quantized variants."""
+    metrics = quantize_stage(cfg.quantize, io.dep("pruned"), load_prepared(io.dep("prepared")),
+                             io.out("quantized"), io.metrics)
+    return StageResult(metrics=metrics, params=cfg.quantize.model_dump(),
+                       artifacts=[io.out("quantized") / "report.json"])

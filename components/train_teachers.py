@@ -10,12 +10,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from components.architectures import build_model, count_params
-from components.base_config import TrainingConfig
-from components.checkpoint import save_checkpoint
-from components.data import Dataset
-from components.io import atomic_dir, atomic_write_json
-from components.training import accuracy, fit, seed_everything
+from components.config import Params, TrainingConfig
+from components.core.data import Dataset, load_prepared
+from components.core.io import atomic_dir, atomic_write_json
+from components.core.stage import StageIO, StageResult
+from components.modeling.architectures import build_model, count_params
+from components.modeling.checkpoint import save_checkpoint
+from components.modeling.training import accuracy, fit, seed_everything
 
 
 @dataclass
@@ -65,5 +66,24 @@ def train_teacher(
                 "parent": {"data": data.manifest["data_hash"]},
             },
         )
-    atomic_write_json(metrics_path, asdict(result))
+    atomic_write_json(metrics_path, {k: v for k, v in asdict(result).items() if k != "seconds"})
     return result, fitted.history
+
+
+def run(cfg: Params, io: StageIO) -> StageResult:
+    """The `train_teachers` stage for one teacher, the foreach item `io.item`."""
+    teachers, training = cfg.train_teachers.teachers, cfg.train_teachers.training
+    if io.item not in teachers:
+        raise ValueError(f"train_teachers: unknown teacher `{io.item}` "
+                         f"(params.yaml train_teachers.teachers: {list(teachers)})")
+    result, history = train_teacher(io.item, teachers[io.item], training,
+                                    load_prepared(io.dep("prepared")), io.out("teachers"),
+                                    io.metrics)
+    metrics = asdict(result)
+    return StageResult(
+        metrics={k: v for k, v in metrics.items() if k != "seconds"},
+        params={"teacher": io.item, "arch": teachers[io.item].model_dump(),
+                "training": training.model_dump()},
+        timings={"train_seconds": metrics["seconds"]},
+        history={"train": history}, artifacts=[io.out("teachers")],
+    )

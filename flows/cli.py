@@ -59,14 +59,22 @@ def repro(
     targets: list[str] = typer.Argument(None, help="DVC targets (default: the whole pipeline)."),
     force: bool = typer.Option(False, help="Re-run stages even when up to date."),
 ) -> None:
-    """Run `dvc repro` with every stage's MLflow run nested under one pipeline run."""
+    """Run `dvc repro` with every stage's MLflow run nested under one pipeline run.
+
+    When DVC has nothing to do (and no `--force`), it says so and opens no MLflow run.
+    """
     from components.config import load_params
-    from flows.tracking import start_pipeline_run
+    from flows.dvc_ops import changed_stages
 
     try:
         experiment = load_params().tracking.experiment
+        if not force and not changed_stages(".", targets or None):
+            typer.echo("Data and pipelines are up to date: nothing to run.")
+            return
     except _USER_ERRORS as e:
         _fail(e)
+    from flows.tracking import start_pipeline_run
+
     cmd = ["dvc", "repro", *(targets or []), *(["--force"] if force else [])]
     with start_pipeline_run(experiment) as run:
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -153,7 +161,7 @@ HEADLINE = {
 def status() -> None:
     """Each stage in order, up to date or stale, its headline metrics; the current champion."""
 
-    from components.io import read_json
+    from components.core.io import read_json
     from flows.dvc_ops import changed_stages
     from flows.graph import read_graph
     from flows.tracking import flatten

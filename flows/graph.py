@@ -9,8 +9,13 @@ same time. The Prefect flow is built from this object, so the two cannot drift a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
+
+from components.core.stage import StageIO
 
 
 @dataclass(frozen=True)
@@ -116,3 +121,48 @@ def topological_order(nodes: dict[str, StageNode]) -> list[str]:
         for ups in remaining.values():
             ups.discard(ready[0])
     return order
+
+
+_VAR = re.compile(r"\$\{\s*([\w.]+)\s*\}")
+
+
+def stage_io(stage: str, item: str | None = None, dvc_file: str | Path = "dvc.yaml") -> StageIO:
+    """The `StageIO` of ``stage`` (one ``item`` of a foreach stage), read from dvc.yaml.
+
+    Paths are named by the `vars.paths` entry they are written with (`${paths.student}`, or a
+    path below one, like `${paths.teachers}/${key}`). This runs inside every stage process, so it
+    reads the YAML itself instead of building DVC's index; `tests/flows/test_graph.py` checks that
+    it resolves every stage's paths exactly as DVC does.
+    """
+    doc = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8")) or {}
+    paths: dict[str, str] = {}
+    for entry in doc.get("vars", []):
+        if isinstance(entry, dict):
+            paths.update(entry.get("paths", {}))
+    body = (doc.get("stages") or {}).get(stage)
+    if body is None:
+        raise ValueError(f"dvc.yaml: no stage `{stage}` (stages: {sorted(doc.get('stages', {}))})")
+    if "do" in body:
+        if item is None:
+            raise ValueError(f"dvc.yaml: stage `{stage}` is a foreach stage and needs an item")
+        body = body["do"]
+    context = {"key": item, "item": item, **{f"paths.{k}": v for k, v in paths.items()}}
+
+    def resolve(text: str) -> tuple[str | None, Path]:
+        names = [m.group(1)[len("paths."):] for m in _VAR.finditer(text)
+                 if m.group(1).startswith("paths.")]
+        resolved = _VAR.sub(lambda m: str(context[m.group(1)]), text)
+        return (names[0] if names else None), Path(resolved)
+
+    def named(entries: list) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for entry in entries or []:
+            name, path = resolve(next(iter(entry)) if isinstance(entry, dict) else entry)
+            if name is not None:
+                out[name] = path
+        return out
+
+    outs = named(body.get("outs", [])) | named(body.get("plots", []))
+    metrics = named(body.get("metrics", []))
+    return StageIO(stage=stage, item=item, deps=named(body.get("deps", [])),
+                   outs=outs | metrics, metrics=next(iter(metrics.values()), None))

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from components.io import read_json, sha256_file
+from components.core.io import read_json, sha256_file
 from flows.dvc_ops import run_dvc
 from flows.register import VARIANT, _client
 from flows.tracking import PARENT_ENV

@@ -106,8 +106,9 @@ def log_stage(
     metrics: dict[str, Any],
     history: dict[str, list[dict[str, float]]] | None = None,
     artifacts: list[Path] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    """Log a stage's params (flattened), metrics, per-epoch history (batched) and artifacts."""
+    """Log a stage's params (flattened), metrics, per-epoch history (batched), artifacts, tags."""
     import mlflow
     from mlflow.entities import Metric, Param
 
@@ -132,6 +133,8 @@ def log_stage(
             mlflow.log_artifacts(str(path), artifact_path=path.name)
         elif path.exists():
             mlflow.log_artifact(str(path))
+    if tags:
+        mlflow.set_tags(tags)
 
 
 def _now_ms() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from components.architectures import Classifier, build_model, count_params
+from components.modeling.architectures import Classifier, build_model, count_params
 from components.pruning.importance import IMPORTANCE, Batches
 from components.pruning.macs import count_macs
 from components.pruning.surgery import (

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from components.architectures import Classifier, build_model
+from components.modeling.architectures import Classifier, build_model
 
 _SLICED = ("weight", "bias", "running_mean", "running_var")
 

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from components.architectures import Classifier
+from components.modeling.architectures import Classifier
 from components.pruning.search import Evaluate, Finetune, PruneResult, run_steps
 
 DENSE_NOTE = ("unstructured sparsity: weights are zeroed but stored dense; dense runtimes "

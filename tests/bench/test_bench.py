@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, make_blobs
+from tests.helpers_data import REPO, make_blobs
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
-from components.architectures import ARCHITECTURES, ArchConfig, build_model, count_params
+from components.config import ArchConfig
+from components.modeling.architectures import ARCHITECTURES, build_model, count_params
 
 CONFIGS = {
     "mlp": {"arch": "mlp", "hidden": [16, 8]},

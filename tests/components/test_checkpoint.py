@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from components.architectures import ResNetConfig, build_model
-from components.checkpoint import load_checkpoint, save_checkpoint
+from components.config import ResNetConfig
+from components.modeling.architectures import build_model
+from components.modeling.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_checkpoint_round_trips_with_weights_only(tmp_path):

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from components.config import ConfigError, load_params, parse_params
-from tests.conftest import REPO
+from tests.helpers_data import REPO
 
 
 def base() -> dict:

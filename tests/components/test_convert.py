@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.convert import ConvertConfig, convert_stage, predict_bundle, verify_bundle
-from components.data import Dataset
-from components.io import read_json, sha256_file
-from components.onnx_utils import ParityError, make_session, run_session
-from components.quantize import QuantizeConfig, quantize_stage
+from components.config import ConvertConfig, QuantizeConfig
+from components.convert import convert_stage, predict_bundle, verify_bundle
+from components.core.data import Dataset
+from components.core.io import read_json, sha256_file
+from components.export.onnx_utils import ParityError, make_session, run_session
+from components.quantize import quantize_stage
 from tests.components.test_quantize import ARCH, make_checkpoint, make_dataset
 
 # Runs predict.py as __main__ with everything but onnxruntime, numpy and Pillow unimportable.

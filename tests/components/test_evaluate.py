@@ -9,17 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from components import profiles
-from components.evaluate import (
-    Budgets,
-    DeviceProfile,
-    EvaluateConfig,
-    check_budgets,
-    evaluate_stage,
-    select_candidate,
-)
-from components.io import atomic_write_bytes, read_json
-from tests.conftest import make_dataset, write_dataset
+from components.config import Budgets, DeviceProfile, EvaluateConfig, load_params
+from components.core.io import atomic_write_bytes, read_json
+from components.evaluate import evaluate_stage
+from components.evaluation import profiles
+from components.evaluation.selection import check_budgets, select_candidate
+from tests.helpers_data import REPO, make_dataset, write_dataset
 
 KEYS = {"accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_per_s",
         "size_bytes", "peak_rss_mb", "meets_budget", "failed_budgets"}
@@ -104,7 +99,7 @@ def test_measure_pads_a_fixed_batch_graph_and_reports_a_baseline(tmp_path: Path,
 
 
 def test_evaluate_stage_rejects_missing_and_reserved_candidates(tmp_path: Path, prepared: Path):
-    cfg = EvaluateConfig()
+    cfg = EvaluateConfig(profiles={"edge": {"threads": 1}})
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
         evaluate_stage(cfg, {"x": tmp_path / "nope.onnx"}, prepared, tmp_path / "o",
                        tmp_path / "m.json")
@@ -151,10 +146,12 @@ def test_check_budgets_names_each_broken_budget():
     assert [f.split()[0] for f in check_budgets(on_val, b)] == ["val_accuracy"]
 
 
-def test_default_config_has_the_three_profiles_and_rejects_unknown_keys():
-    cfg = EvaluateConfig()
-    assert list(cfg.profiles) == ["edge-1core", "server-cpu", "gpu"]
-    assert cfg.profiles["edge-1core"].threads == 1 and cfg.profiles["server-cpu"].threads == 0
+def test_profiles_come_from_params_yaml_alone_and_unknown_keys_are_rejected():
+    with pytest.raises(ValueError, match="profiles"):
+        EvaluateConfig()  # no built-in defaults that could disagree with params.yaml
+    params = load_params(REPO / "params.yaml")
+    assert list(params.evaluate.profiles) == ["edge-1core", "server-cpu", "gpu"]
+    assert params.evaluate.profiles["edge-1core"].budgets.max_size_bytes == 64000
     with pytest.raises(ValueError):
         EvaluateConfig(profiles={"x": {"threads": 1, "thread": 2}})
     with pytest.raises(ValueError):

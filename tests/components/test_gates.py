@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.gates import PromotionPolicy, RegisterConfig, decide, gate_failures
+from components.config import PromotionPolicy, RegisterConfig
+from components.gates import decide, gate_failures
 
 EDGE = "edge-1core"
 

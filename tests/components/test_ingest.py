@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from components.config import IngestConfig
-from components.data import SPLITS, load_prepared
+from components.core.data import SPLITS, load_prepared
+from components.core.io import sha256_file
 from components.ingest import ingest, stratified_split
-from components.io import sha256_file
 
 MANIFEST_KEYS = {
     "source", "classes", "num_classes", "shape", "dtype", "max_value", "normalization", "seed",

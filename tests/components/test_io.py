@@ -1,6 +1,6 @@
 import pytest
 
-from components.io import atomic_dir, atomic_write_json, read_json, sha256_tree
+from components.core.io import atomic_dir, atomic_write_json, read_json, sha256_tree
 
 
 def test_atomic_dir_leaves_the_old_folder_untouched_on_failure(tmp_path):

@@ -7,19 +7,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from components.architectures import (
-    ARCHITECTURES,
-    CNNConfig,
-    DSCNNConfig,
-    MLPConfig,
-    ResNetConfig,
-    build_model,
-    count_params,
-)
-from components.checkpoint import load_checkpoint, save_checkpoint
-from components.config import TrainingConfig
-from components.data import Dataset, Split
-from components.io import read_json, sha256_file
+from components.config import CNNConfig, DSCNNConfig, MLPConfig, ResNetConfig, TrainingConfig
+from components.core.data import Dataset, Split
+from components.core.io import read_json, sha256_file
+from components.modeling.architectures import ARCHITECTURES, build_model, count_params
+from components.modeling.checkpoint import load_checkpoint, save_checkpoint
 from components.prune import (
     DENSE_NOTE,
     IMPORTANCE,

@@ -12,14 +12,14 @@ from onnx import numpy_helper
 from pydantic import ValidationError
 from sklearn.datasets import load_digits
 
-from components.architectures import CNNConfig, build_model
-from components.checkpoint import save_checkpoint
-from components.config import TrainingConfig
-from components.data import Dataset, Split
-from components.io import read_json
-from components.onnx_utils import ParityError, check_parity, export_onnx
-from components.quantize import QuantizeConfig, quantize_stage
-from components.training import fit
+from components.config import CNNConfig, QuantizeConfig, TrainingConfig
+from components.core.data import Dataset, Split
+from components.core.io import read_json
+from components.export.onnx_utils import ParityError, check_parity, export_onnx
+from components.modeling.architectures import build_model
+from components.modeling.checkpoint import save_checkpoint
+from components.modeling.training import fit
+from components.quantize import quantize_stage
 
 ARCH = CNNConfig(channels=[8, 16], pools=2, head="gap")
 

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from components.architectures import CNNConfig, build_model
-from components.config import TrainingConfig
-from components.training import accuracy, fit, random_shift
+from components.config import CNNConfig, TrainingConfig
+from components.modeling.architectures import build_model
+from components.modeling.training import accuracy, fit, random_shift
 
 
 def test_random_shift_moves_pixels_by_at_most_the_limit():

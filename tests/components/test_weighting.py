@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from components.weighting import WEIGHTINGS, average_weights, resolve_weighting
+from components.modeling.weighting import WEIGHTINGS, average_weights, resolve_weighting
 
 
 def _logits_right_wrong(labels: torch.Tensor, k: int = 3) -> torch.Tensor:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers_data import REPO
 from tests.workspace import OPEN_BUDGETS, tracked_files
 
 DEV_SERVERS = REPO / "infra" / "dev-servers.sh"

@@ -40,7 +40,7 @@ def test_champion_loads_from_the_registry_with_the_evaluated_accuracy(built):
     import mlflow
     import numpy as np
 
-    from components.data import load_split
+    from components.core.data import load_split
     from flows.register import load_champion, predict_logits
 
     mlflow.set_tracking_uri(f"sqlite:///{built / 'mlflow.db'}")
@@ -82,7 +82,7 @@ def test_status_lists_every_stage_up_to_date_and_the_champion(built):
 
 
 def test_predict_cli_gives_the_labels_evaluation_scored(built):
-    from components.data import load_split
+    from components.core.data import load_split
 
     test = load_split(built / "data/prepared/test.npz")
     classes = json.loads((built / "data/prepared/manifest.json").read_text())["classes"]

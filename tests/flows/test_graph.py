@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 import yaml
 
-from flows.graph import StageGraph, StageNode, read_graph, topological_order
+from flows.graph import StageGraph, StageNode, read_graph, stage_io, topological_order
 from flows.pipeline import plan
-from tests.conftest import REPO
+from tests.helpers_data import REPO
 
 
 def declared_stages() -> list[str]:
@@ -73,3 +74,19 @@ def test_topological_order_rejects_a_cycle():
     nodes = {n: StageNode(n, n, None, "true", (u,)) for n, u in (("a", "b"), ("b", "a"))}
     with pytest.raises(ValueError, match="cycle"):
         topological_order(nodes)
+
+
+def test_stage_io_resolves_every_path_exactly_as_dvc_does(graph):
+    """The runner reads dvc.yaml itself (no DVC index per stage): it must agree with DVC."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        for stage in repo.index.stages:
+            node = graph.stages[stage.name]
+            io = stage_io(node.stage, node.item, REPO / "dvc.yaml")
+            dvc_outs = {os.path.relpath(o.fs_path, REPO) for o in stage.outs}
+            dvc_deps = {os.path.relpath(d.fs_path, REPO) for d in stage.deps}
+            assert {str(p) for p in io.outs.values()} == dvc_outs, stage.name
+            assert {str(p) for p in io.deps.values()} <= dvc_deps, stage.name
+            metrics = {os.path.relpath(o.fs_path, REPO) for o in stage.outs if o.metric}
+            assert ({str(io.metrics)} if io.metrics else set()) == metrics, stage.name

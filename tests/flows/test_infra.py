@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers_data import REPO
 
 INFRA = REPO / "infra"
 SECRET_KEYS = re.compile(r"(PASSWORD|SECRET|AUTH_STRING|ACCESS_KEY|TOKEN)", re.I)

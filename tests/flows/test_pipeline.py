@@ -18,7 +18,7 @@ from flows.pipeline import (
     stage_timeout,
     tracking_env,
 )
-from tests.conftest import REPO
+from tests.helpers_data import REPO
 
 DVC = str(Path(sys.executable).parent / "dvc")
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 import flows.retrain as retrain_module
-from flows.retrain import DataRejected, ScheduleConfig, apply_deployment, load_schedule, retrain
+from components.config import ScheduleConfig
+from flows.retrain import DataRejected, apply_deployment, load_schedule, retrain
 
 
 def test_schedule_defaults_to_monday_3am_utc(tmp_path):

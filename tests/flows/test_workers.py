@@ -1,27 +1,25 @@
-"""Warm stage workers: commands they take, stages they run, failures and timeouts they survive."""
+"""Warm stage workers, the pool side: commands they take, timeouts and sizes they enforce."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+import os
 
 import pytest
 
 from flows.graph import read_graph
 from flows.workers import (
+    WORKERS_ENV,
     StageCall,
-    StageJob,
     StageWorkers,
     WorkerError,
+    default_size,
     parse_stage_cmd,
+    pool_for,
     stage_workers,
 )
-from tests.conftest import REPO
+from tests.flows.helpers_workers import job
+from tests.helpers_data import REPO
 from tests.workspace import make_workspace
-
-DVC = str(Path(sys.executable).parent / "dvc")
 
 
 def test_every_dvc_yaml_command_is_a_stage_call_of_its_own_stage():
@@ -50,25 +48,6 @@ def workspace(tmp_path_factory):
     return make_workspace(tmp_path_factory.mktemp("workers") / "repo")
 
 
-def job(address: str) -> StageJob:
-    node = read_graph(REPO).stages[address]
-    return StageJob(address, StageCall(node.stage, node.item), node.outs)
-
-
-def test_a_worker_reproduces_like_dvc_and_survives_a_failed_stage(workspace, tmp_path):
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    with stage_workers(workspace, 1) as pool:
-        with pytest.raises(WorkerError, match="data/prepared"):  # nothing ingested yet
-            pool.run(job("validate"), env, timeout_s=120)
-        ran = pool.run(job("ingest"), env, timeout_s=120)
-        assert ran["status"] == "ran" and ran["stage_s"] > 0 and ran["dvc_s"] > 0
-        assert pool.run(job("ingest"), env, timeout_s=120)["status"] == "skipped"  # up to date
-    assert (workspace / "data" / "prepared" / "manifest.json").exists()
-    status = subprocess.run([DVC, "status", "--json", "ingest"], cwd=workspace,
-                            capture_output=True, text=True, check=True).stdout
-    assert json.loads(status) == {}  # dvc.lock holds the stage as `dvc repro` would
-
-
 def test_a_stage_past_its_timeout_is_killed_and_its_worker_replaced(workspace, tmp_path):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     pool = StageWorkers(workspace, 1)
@@ -87,3 +66,16 @@ def test_a_stage_past_its_timeout_is_killed_and_its_worker_replaced(workspace, t
 def test_pool_size_must_be_positive(workspace):
     with pytest.raises(ValueError, match="size"):
         StageWorkers(workspace, 0)
+
+
+def test_pool_size_defaults_to_the_env_else_cores_capped_by_the_widest_group(monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "5")
+    assert default_size(2) == 5
+    monkeypatch.delenv(WORKERS_ENV)
+    assert default_size(10_000) == (os.cpu_count() or 1)
+    assert default_size(1) == default_size(0) == 1
+
+
+def test_size_zero_opens_no_pool(workspace):
+    with stage_workers(workspace, 0) as pool:
+        assert pool is None and pool_for(workspace) is None

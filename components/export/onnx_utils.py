@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.data import Split
-from components.io import atomic_write_bytes
+from components.core.data import Split
+from components.core.io import atomic_write_bytes
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -184,21 +184,6 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     _sort_topologically(proto.graph)  # the converter appends its input Casts after their users
     onnx.checker.check_model(proto)
     return save_onnx(proto, dst)
-
-
-def stratified_sample(split: Split, n: int, seed: int = 0) -> Split:
-    """About ``n`` samples of ``split`` with its class shares (at least one per class)."""
-    if n >= len(split):
-        return split
-    rng = np.random.default_rng(seed)
-    picked = []
-    classes, counts = np.unique(split.y, return_counts=True)
-    for c, count in zip(classes, counts, strict=True):
-        idx = np.flatnonzero(split.y == c)
-        k = max(1, round(n * count / len(split)))
-        picked.append(rng.permutation(idx)[:k])
-    sel = np.sort(np.concatenate(picked))
-    return Split(x=split.x[sel], y=split.y[sel], ids=split.ids[sel])
 
 
 def _sort_topologically(graph: Any) -> None:

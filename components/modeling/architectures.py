@@ -8,69 +8,15 @@ normalisation (training-split mean and std) is the first layer, so exported grap
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-
-class _ArchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MLPConfig(_ArchConfig):
-    """Fully connected network: no spatial prior at all (sees pixels as an unordered vector)."""
-
-    arch: Literal["mlp"] = "mlp"
-    hidden: list[Annotated[int, Field(gt=0)]] = Field(
-        default=[512, 256], min_length=1, description="Width of each hidden layer."
-    )
-    dropout: float = Field(default=0.2, ge=0, lt=1, description="Dropout after each hidden layer.")
-
-
-class CNNConfig(_ArchConfig):
-    """Plain VGG-style CNN: conv3x3-BN-ReLU blocks, 2x2 max-pool after the first `pools`."""
-
-    arch: Literal["cnn"] = "cnn"
-    channels: list[Annotated[int, Field(gt=0)]] = Field(
-        default=[64, 128], min_length=1, description="Output channels of each conv block."
-    )
-    pools: int = Field(default=2, ge=0, description="Max-pool (2x2) after this many first blocks.")
-    head: Literal["gap", "flatten"] = Field(
-        default="gap", description="Global average pooling or flatten before the classifier."
-    )
-    hidden: int = Field(default=0, ge=0, description="Hidden units before the classifier, 0: none.")
-    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout before the classifier.")
-
-
-class ResNetConfig(_ArchConfig):
-    """Residual CNN: a stem, then basic blocks (conv-BN-ReLU-conv-BN + identity) at `width`."""
-
-    arch: Literal["resnet"] = "resnet"
-    width: int = Field(default=32, gt=0, description="Channels of the residual stream.")
-    blocks: list[Annotated[int, Field(gt=0)]] = Field(
-        default=[32, 32, 32], min_length=1, description="Inner channels of each residual block."
-    )
-    pool_after: list[Annotated[int, Field(ge=0)]] = Field(
-        default=[0], description="Indices of blocks followed by a 2x2 max-pool."
-    )
-
-
-class DSCNNConfig(_ArchConfig):
-    """Depthwise-separable CNN (MobileNet-style), built for small students on edge CPUs."""
-
-    arch: Literal["dscnn"] = "dscnn"
-    stem: int = Field(default=16, gt=0, description="Channels of the first full 3x3 conv.")
-    channels: list[Annotated[int, Field(gt=0)]] = Field(
-        default=[32, 48], min_length=1, description="Pointwise output channels of each DS block."
-    )
-    pools: int = Field(default=2, ge=0, description="Max-pool (2x2) after this many first stages.")
-
-
-ArchConfig = Annotated[
-    MLPConfig | CNNConfig | ResNetConfig | DSCNNConfig, Field(discriminator="arch")
-]
+from components.config.architectures import (
+    CNNConfig,
+    DSCNNConfig,
+    MLPConfig,
+    ResNetConfig,
+)
 
 
 class Normalize(nn.Module):

@@ -1,6 +1,6 @@
 """Profile one ONNX model on one device profile, in a process of its own.
 
-`evaluate` runs ``python -m components.profiles --model M --test test.npz ...`` once per
+`evaluate` runs ``python -m components.evaluation.profiles --model M --test test.npz ...`` once per
 (candidate, profile), so the peak resident set size of each process belongs to that one
 measurement. The same command without ``--model`` is the baseline: an identical process that
 imports onnxruntime and loads the data but builds no session, so ``peak - baseline`` is the

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from pydantic import TypeAdapter
 
-from components.architectures import ArchConfig, Classifier, build_model, count_params
-from components.io import atomic_torch_save, atomic_write_json, read_json, sha256_file
+from components.config import ArchConfig
+from components.core.io import atomic_torch_save, atomic_write_json, read_json, sha256_file
+from components.modeling.architectures import Classifier, build_model, count_params
 
 FORMAT_VERSION = 1
 _ARCH = TypeAdapter(ArchConfig)

@@ -1,18 +1,33 @@
-"""Base of every params section, and the sub-configs that several stages share.
+"""The base of every params section, the shared training sub-config and plugin-name discovery.
 
-Kept apart from `components.config` so that stage modules can define their own section
-(`PruneConfig`, `QuantizeConfig`, ...) which `components.config` then assembles into `Params`.
+Torch-free on purpose: everything under `components.config` imports only pydantic and the
+standard library, so validating `params.yaml` never loads torch, onnxruntime or a stage.
 """
 
 from __future__ import annotations
 
+import pkgutil
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+COMPONENTS = Path(__file__).resolve().parents[1]
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def plugin_names(package: str, exclude: tuple[str, ...] = ("common",)) -> tuple[str, ...]:
+    """The module names in ``components/<package>/`` (one file per registry entry), found
+    without importing them, so a config `Literal` follows the registry it selects from."""
+    folder = COMPONENTS / package
+    names = sorted(m.name for m in pkgutil.iter_modules([str(folder)])
+                   if not m.name.startswith("_") and m.name not in exclude)
+    if not names:
+        raise RuntimeError(f"{folder}: no plugin modules found")
+    return tuple(names)
 
 
 class TrainingConfig(Section):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from components.io import read_json
+from components.core.io import read_json
 
 PREPARED_DIR = Path("data/prepared")
 SPLITS = ("train", "val", "test")
@@ -75,3 +75,18 @@ def load_prepared(folder: str | Path = PREPARED_DIR) -> Dataset:
     manifest = read_json(folder / "manifest.json")
     splits = {s: load_split(folder / f"{s}.npz") for s in SPLITS}
     return Dataset(manifest=manifest, **splits)
+
+
+def stratified_sample(split: Split, n: int, seed: int = 0) -> Split:
+    """About ``n`` samples of ``split`` with its class shares (at least one per class)."""
+    if n >= len(split):
+        return split
+    rng = np.random.default_rng(seed)
+    picked = []
+    classes, counts = np.unique(split.y, return_counts=True)
+    for c, count in zip(classes, counts, strict=True):
+        idx = np.flatnonzero(split.y == c)
+        k = max(1, round(n * count / len(split)))
+        picked.append(rng.permutation(idx)[:k])
+    sel = np.sort(np.concatenate(picked))
+    return Split(x=split.x[sel], y=split.y[sel], ids=split.ids[sel])

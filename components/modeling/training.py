@@ -18,11 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from components.base_config import TrainingConfig
-from components.data import Split
+from components.config import TrainingConfig
+from components.core.data import Split
 
 # loss(model, x, y) -> scalar; x is the (augmented) batch on the training device
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# loss(model, x, y, index): an augmented batch, its labels and its rows in the train split
+# (a loss may look precomputed per-sample values up by them, as the KD teacher table does)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -79,7 +81,8 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+             ) -> torch.Tensor:
         return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
 
     return loss
@@ -158,11 +161,7 @@ def fit(
             if len(idx) < 2 and len(order) > 1:
                 continue  # a batch of one breaks batch norm statistics
             xb = random_shift(x_all[idx], cfg.shift, gen)
-            if getattr(loss_fn, "wants_batch_index", False):
-                # the KD loss looks teacher outputs up by train-split index (precomputed table)
-                loss = loss_fn(model, xb, y_all[idx], batch_index=idx)
-            else:
-                loss = loss_fn(model, xb, y_all[idx])
+            loss = loss_fn(model, xb, y_all[idx], idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

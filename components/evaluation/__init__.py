@@ -1,0 +1,1 @@
+"""Evaluation on device profiles: the measuring process and the report with its plots."""

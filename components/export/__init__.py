@@ -1,0 +1,1 @@
+"""Export: ONNX graphs, parity checks and the standalone bundle predictor."""

@@ -1,0 +1,67 @@
+"""`imagefolder`: one sub-folder of PNG/JPEG files per class, read as grey images."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from components.config import IngestConfig
+from components.core.io import sha256_tree
+from components.sources.common import RawData, _source_path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def load(cfg: IngestConfig) -> RawData:
+    """One sub-folder per class (sorted names = classes) of PNG/JPEG files, read as grey 'L'.
+
+    Unreadable files and images whose size differs from the majority size land in `rejected`
+    instead of raising; ids are paths relative to the root folder.
+    """
+    from PIL import Image
+
+    root = _source_path(cfg)
+    if not root.is_dir():
+        raise ValueError(f"{root}: the imagefolder source expects a folder of class folders")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{root}: no class sub-folders found")
+
+    rejected: list[dict[str, str]] = []
+    read: list[tuple[str, int, np.ndarray]] = []  # (id, label, (H, W) uint8)
+    for label, name in enumerate(classes):
+        found = (root / name).rglob("*")
+        for p in sorted(q for q in found if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES):
+            rel = p.relative_to(root).as_posix()
+            try:
+                with Image.open(p) as im:
+                    arr = np.asarray(im.convert("L"))
+            except Exception as e:  # Pillow raises many types for corrupt or truncated files
+                rejected.append({"id": rel, "reason": f"unreadable image: {e}"})
+                continue
+            read.append((rel, label, arr))
+    if not read:
+        raise ValueError(f"{root}: no readable .png/.jpg/.jpeg images in {classes}")
+
+    # the most common size wins; ties go to the first seen (files are visited in sorted order)
+    majority = Counter(a.shape for _, _, a in read).most_common(1)[0][0]
+    kept = []
+    for rel, label, arr in read:
+        if arr.shape != majority:
+            rejected.append({
+                "id": rel,
+                "reason": f"image is {arr.shape[0]}x{arr.shape[1]} (HxW) but the majority "
+                f"size is {majority[0]}x{majority[1]}",
+            })
+        else:
+            kept.append((rel, label, arr))
+    return RawData(
+        images=np.stack([a for _, _, a in kept])[:, None, :, :],  # (N, 1, H, W) uint8
+        labels=np.array([lab for _, lab, _ in kept], dtype=np.int64),
+        ids=np.array([rel for rel, _, _ in kept]),
+        classes=classes,
+        max_value=255.0,
+        source_sha256=sha256_tree(root),
+        rejected=rejected,
+    )

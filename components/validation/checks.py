@@ -1,0 +1,57 @@
+"""Explicit checks that span splits or read the manifest, recorded like GX expectations.
+
+Class shares, train/val and train/test leakage, rejected source items, manifest counts.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from components.config import ValidateConfig
+from components.validation.records import Record, _cap, _check, _classes, _name
+
+
+def check_dataset(tables: dict[str, pd.DataFrame], manifest: dict, expected: list[int],
+                  names: list[str], cfg: ValidateConfig) -> list[Record]:
+    """Class shares, leakage between splits, rejected source items, manifest consistency."""
+    records = []
+    rejected = manifest.get("rejected", [])
+    records.append(_check("no_rejected_source_items", None, not rejected, {"rejected": rejected},
+                          f"the source has {len(rejected)} rejected (corrupt or unreadable) "
+                          "item(s): " + _cap([f"{r.get('id')} ({r.get('reason')})"
+                                              for r in rejected], len(rejected))))
+    for split, t in tables.items():
+        counts = t["label"].value_counts()
+        shares = {int(k): v / max(len(t), 1) for k, v in counts.items()}
+        low = sorted(k for k in expected if 0 < shares.get(k, 0) < cfg.min_class_share)
+        records.append(_check(
+            "class_share_at_least_min", split, not low,
+            {"min_class_share": cfg.min_class_share, "shares": shares},
+            f"{split}: class share below min_class_share={cfg.min_class_share:g}: "
+            + _cap([f"{_classes([k], names)} {shares[k]:.1%}" for k in low], len(low))))
+        listed = manifest.get("splits", {}).get(split, {}).get("per_class", {})
+        actual = {_name(int(k), names): int(v) for k, v in counts.items()}
+        wrong = sorted(c for c in set(listed) | set(actual) if listed.get(c, 0) != actual.get(c, 0))
+        records.append(_check(
+            "manifest_per_class_counts_match", split, not wrong,
+            {"manifest": listed, "arrays": actual},
+            f"{split}: manifest per-class counts differ from the arrays for class(es) "
+            + _cap([f"{c} (manifest {listed.get(c, 0)}, arrays {actual.get(c, 0)})"
+                    for c in wrong], len(wrong))))
+    for other in ("test", "val"):
+        records.append(_check_leakage(tables["train"], tables[other], other))
+    return records
+
+
+def _check_leakage(train: pd.DataFrame, other: pd.DataFrame, split: str) -> Record:
+    """Same image (content hash) or same source id in train and in `split`."""
+    train_by_hash = dict(zip(train["hash"].tolist()[::-1], train["id"].tolist()[::-1],
+                             strict=True))  # reversed: the first train id wins
+    train_ids = set(train["id"].tolist())
+    pairs = [(i, train_by_hash.get(h, i))
+             for i, h in zip(other["id"].tolist(), other["hash"].tolist(), strict=True)
+             if h in train_by_hash or i in train_ids]
+    return _check(f"no_train_{split}_leakage", split, not pairs,
+                  {"leaked": len(pairs), "pairs": pairs[:100]},
+                  f"train/{split} leakage: {len(pairs)} {split} sample(s) also in train: "
+                  + _cap([f"{split} {i} = train {t}" for i, t in pairs], len(pairs)))

@@ -1,0 +1,47 @@
+"""`imagefolder` source: class folders of tiny PNG/JPEG files, some broken or odd-sized."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.config import IngestConfig
+from components.sources import load_source
+
+
+def cfg(path: Path, **kw) -> IngestConfig:
+    return IngestConfig(source="imagefolder", path=str(path), **kw)
+
+
+def save_image(path: Path, size: tuple[int, ...], value: int) -> None:
+    """A flat image; (H, W) saves grey, (H, W, 3) saves RGB."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, np.uint8)).save(path)
+
+
+def test_imagefolder_reads_classes_and_rejects_corrupt_and_odd_size_files(tmp_path):
+    save_image(tmp_path / "cat" / "a.png", (4, 4), 10)
+    save_image(tmp_path / "cat" / "b.PNG", (4, 4), 20)
+    save_image(tmp_path / "dog" / "c.jpg", (4, 4, 3), 200)
+    save_image(tmp_path / "dog" / "big.png", (6, 5), 30)
+    (tmp_path / "dog" / "broken.png").write_bytes(b"definitely not a png")
+    (tmp_path / "dog" / "notes.txt").write_text("ignored")
+
+    raw = load_source(cfg(tmp_path))
+    assert raw.classes == ["cat", "dog"]
+    assert raw.ids.tolist() == ["cat/a.png", "cat/b.PNG", "dog/c.jpg"]
+    assert raw.labels.tolist() == [0, 0, 1]
+    assert raw.images.shape == (3, 1, 4, 4) and raw.max_value == 255
+    assert abs(int(raw.images[2].mean()) - 200) <= 2  # RGB -> grey 'L' (JPEG is lossy)
+    reasons = {r["id"]: r["reason"] for r in raw.rejected}
+    assert set(reasons) == {"dog/broken.png", "dog/big.png"}
+    assert "unreadable" in reasons["dog/broken.png"]
+    assert "6x5" in reasons["dog/big.png"] and "4x4" in reasons["dog/big.png"]
+
+
+def test_imagefolder_without_class_folders_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=f"{tmp_path}: no class sub-folders"):
+        load_source(cfg(tmp_path))

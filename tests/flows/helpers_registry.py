@@ -1,0 +1,101 @@
+"""A throwaway sqlite MLflow registry, real variant bundles and registry snapshots, for the tests
+of `flows.registry`, `flows.promotion` and `flows.register`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from torch import nn
+
+from components.config import PromotionPolicy, RegisterConfig
+from components.core.io import atomic_write_bytes, atomic_write_json
+from components.evaluation import profiles
+from tests.helpers_data import make_dataset, write_dataset
+
+EDGE = "edge-1core"
+
+
+def band_model(classes_seen: int = 3, classes: int = 3, shape=(1, 8, 8)) -> nn.Module:
+    """Linear classifier for `make_blobs`: class k scores its own band (the first few only)."""
+    c, h, w = shape
+    model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, classes))
+    band = h // classes
+    weight = torch.zeros(classes, c, h, w)
+    for k in range(classes_seen):
+        weight[k, :, k * band : (k + 1) * band, :] = 1.0
+    with torch.no_grad():
+        model[1].weight.copy_(weight.reshape(classes, -1))
+        model[1].bias.zero_()
+    return model.eval()
+
+
+def export(model: nn.Module, path: Path, shape=(1, 8, 8)) -> Path:
+    """``model`` as ONNX at ``path``: input `image` (N, C, H, W), output `logits` (N, K)."""
+    buf = io.BytesIO()
+    torch.onnx.export(model, (torch.zeros(2, *shape),), buf, dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def throwaway_registry(root: Path, experiment: str = "test-register") -> Iterator[dict]:
+    """One sqlite store in ``root`` (creating its tables takes ~1.5 s: open one per test module,
+    and give each test its own model names); yields root, a prepared dataset and a client."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        mp.chdir(root)  # mlartifacts/ and mlruns/ land in the throwaway folder
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(experiment)
+        prepared = write_dataset(make_dataset(n_per_class=30), root / "prepared")
+        yield {"root": root, "prepared": prepared, "client": mlflow.MlflowClient()}
+    mlflow.set_tracking_uri(None)
+
+
+def make_bundles(folder: Path, prepared: Path, seen: dict[str, int]) -> tuple[Path, dict]:
+    """Bundles `<variant>/model.onnx + metadata.json`, and evaluate metrics measured for real.
+
+    ``seen``: variant -> how many classes its band model recognises (accuracy grows with it).
+    """
+    metrics: dict = {"selected": {}, "skipped": {"gpu": "no CUDA"}, "baseline_rss_mb": {}}
+    for variant, k in seen.items():
+        path = export(band_model(k), folder / variant / "model.onnx")
+        atomic_write_json(folder / variant / "metadata.json", {
+            "input": {"name": "image", "shape": ["batch", 1, 8, 8]},
+            "output": {"name": "logits", "kind": "logits"}, "classes": ["0", "1", "2"],
+            "kind": "student", "variant": variant,
+            "lineage": {"data_hash": "blobs", "source_onnx_sha256": f"{k}" * 64}})
+        m = profiles.measure(path, prepared / "test.npz", ["CPUExecutionProvider"], 1, 1, 0, 3,
+                             val=prepared / "val.npz")
+        m.update(size_bytes=path.stat().st_size, meets_budget=m["accuracy"] >= 0.5,
+                 failed_budgets=[] if m["accuracy"] >= 0.5 else ["accuracy < 0.5"])
+        metrics[variant] = {EDGE: m}
+    accurate = {v: metrics[v][EDGE] for v in seen if metrics[v][EDGE]["meets_budget"]}
+    metrics["selected"][EDGE] = (max(accurate, key=lambda v: accurate[v]["accuracy"])
+                                 if accurate else None)
+    return folder, metrics
+
+
+def config(name: str, variants: list[str], **policy) -> RegisterConfig:
+    return RegisterConfig(model_name=name, variants=variants, example_size=2,
+                          policy=PromotionPolicy(gates={"min_val_accuracy": 0.5}, **policy))
+
+
+def aliases(client, name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+
+def snapshot(client, name: str) -> dict:
+    """Everything `promote` may write: aliases, and every version's tags and description."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    return {"aliases": client.get_registered_model(name).aliases,
+            "versions": {v.version: (dict(v.tags), v.description, v.last_updated_timestamp)
+                         for v in versions}}
