@@ -153,7 +153,7 @@ HEADLINE = {
     "prune": ["test_accuracy_after", "macs_before", "macs_after"],
     "quantize": ["variants.fp32.test_accuracy", "variants.int8.test_accuracy", "int8_status"],
     "evaluate": ["selected"],
-    "register": ["decision.outcome", "champion_version"],
+    "register": ["outcome", "candidate"],
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -34,10 +34,18 @@ def failure_hook(url: str | None):
 
     def on_failure(obj, run, state) -> None:
         message = f"{run.name} failed: {state.message or state.name}"
-        with contextlib.suppress(Exception):  # no run context: hooks may also run outside one
-            get_run_logger().error(message)
+        log = _logger()
+        log.error(message)
         if url and not notify(url, f"Distillery: {obj.name} failed", message):
-            with contextlib.suppress(Exception):
-                get_run_logger().warning("could not send the failure notification")
+            log.warning("could not send the failure notification to %s", url.split(":", 1)[0])
 
     return on_failure
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run; the `distillery` logger outside one (hooks may run
+    outside a run context)."""
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - prefect raises MissingContextError outside a run
+        return logging.getLogger("distillery")

@@ -27,6 +27,8 @@ from flows.registry import (
     register_variants,
 )
 
+REPORT = Path("reports/register.json")  # version ids: this registry's, so not in metrics/
+
 __all__ = [  # the stage, and what flows.cli, flows.reproduce and the e2e tests import from here
     "CHAMPION", "VARIANT", "_by_alias", "_client", "champion_summary", "collect_lineage",
     "load_champion", "predict_logits", "promote_version", "register_stage", "rollback", "run",
@@ -58,20 +60,32 @@ def collect_lineage(params_path: Path, prepared_dir: Path, validate_metrics: Pat
 
 
 def register_stage(cfg: RegisterConfig, bundles_dir: Path, evaluate_metrics_path: Path,
-                   prepared_dir: Path, lineage: dict[str, Any], metrics_path: Path) -> dict:
-    """Register the variants, promote (when configured), write and return the stage metrics."""
+                   prepared_dir: Path, lineage: dict[str, Any], metrics_path: Path,
+                   report_path: Path = REPORT) -> dict:
+    """Register the variants, promote (when configured); return the full record.
+
+    The record, with this registry's version ids, goes to ``report_path`` (and MLflow); the
+    metrics file gets what holds in any clone: variants, outcome and the decided candidate.
+    """
     evaluate_metrics = read_json(evaluate_metrics_path)
     versions = register_variants(cfg, bundles_dir, evaluate_metrics, lineage, prepared_dir)
     decision = promote(cfg, versions=versions) if cfg.promote else None
     champion = _by_alias(_client(), cfg.model_name, CHAMPION)
-    metrics = {"model_name": cfg.model_name,
-               "versions": {v.tags[VARIANT]: int(v.version) for v in versions},
-               "missing": [v for v in cfg.variants
-                           if not (Path(bundles_dir) / v / "model.onnx").is_file()],
-               "decision": decision.to_dict() if decision else None,
-               "champion_version": int(champion.version) if champion else None}
-    atomic_write_json(metrics_path, metrics)
-    return metrics
+    record = {"model_name": cfg.model_name,
+              "versions": {v.tags[VARIANT]: int(v.version) for v in versions},
+              "missing": [v for v in cfg.variants
+                          if not (Path(bundles_dir) / v / "model.onnx").is_file()],
+              "decision": decision.to_dict() if decision else None,
+              "champion_version": int(champion.version) if champion else None}
+    candidate = next((v.tags[VARIANT] for v in versions
+                      if decision and str(v.version) == str(
+                          (decision.compared or {}).get("candidate_version"))), None)
+    atomic_write_json(metrics_path, {
+        "model_name": cfg.model_name, "registered": sorted(record["versions"]),
+        "missing": record["missing"], "outcome": decision.outcome if decision else None,
+        "candidate": candidate})
+    atomic_write_json(report_path, record)
+    return record
 
 
 def run(cfg: Params, io: StageIO) -> StageResult:
@@ -81,5 +95,5 @@ def run(cfg: Params, io: StageIO) -> StageResult:
     metrics = register_stage(cfg.register_, io.dep("bundles"), io.dep("evaluate_metrics"),
                              io.dep("prepared"), lineage, io.metrics)
     outcome = (metrics.get("decision") or {}).get("outcome", "none")
-    return StageResult(metrics=metrics, params=cfg.register_.model_dump(),
-                       tags={"distillery.decision": outcome})
+    return StageResult(metrics=read_json(io.metrics), params=cfg.register_.model_dump(),
+                       artifacts=[REPORT], tags={"distillery.decision": outcome})

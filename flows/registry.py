@@ -35,7 +35,8 @@ NOT_LINEAGE = (METRICS, SELECTED, BATCH)  # bookkeeping tags, left out of the ca
 DECISION_HEADING = "\n\n## Promotion decision\n"
 DESCRIPTION_LIMIT = 5000  # the SQL registry's column size
 # Which variant each one is derived from, for the parent-version tag (when both are registered).
-PARENT_VARIANT = {"int8": "fp32", "int8_dynamic": "fp32", "fp16": "fp32", "fp32": "student"}
+# the variant each is derived from: fp32 from the student, every quantized one from fp32
+PARENT_VARIANT = {"student": "", "fp32": "student"}
 KEPT_METRICS = ("accuracy", "val_accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
                 "throughput_per_s", "size_bytes", "peak_rss_mb", "model_rss_mb",
                 "meets_budget", "failed_budgets")
@@ -79,7 +80,7 @@ def register_variants(cfg: RegisterConfig, bundles_dir: Path, evaluate_metrics: 
         meta = read_json(folder / "metadata.json") if (folder / "metadata.json").exists() else {}
         selected = sorted(p for p, n in evaluate_metrics.get("selected", {}).items()
                           if n == variant)
-        parent = versions.get(PARENT_VARIANT.get(variant, ""))
+        parent = versions.get(PARENT_VARIANT.get(variant, "fp32"))
         tags = {
             VARIANT: variant, BATCH: batch, SHA: sha256_file(folder / "model.onnx"),
             f"{T}bundle_sha256": sha256_tree(folder), METRICS: json.dumps(metrics[variant]),

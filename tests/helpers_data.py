@@ -103,3 +103,24 @@ def write_dataset(ds: Dataset, folder: Path) -> Path:
         atomic_save_npz(folder / f"{name}.npz", x=s.x, y=s.y, ids=s.ids)
     atomic_write_json(folder / "manifest.json", ds.manifest)
     return folder
+
+
+def corner_blobs(n_per_class: int, rng: np.random.Generator) -> Split:
+    """3 classes of 1x8x8 images: a bright 3x3 blob top-left, centre or bottom-right."""
+    corners = [(0, 0), (2, 2), (5, 5)]
+    x = rng.uniform(0, 0.2, (3 * n_per_class, 1, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(3), n_per_class)
+    for i, label in enumerate(y):
+        r, c = corners[label]
+        x[i, 0, r : r + 3, c : c + 3] = 1.0
+    return Split(x=x, y=y.astype(np.int64), ids=np.array([f"s{i}" for i in range(len(y))]))
+
+
+def make_corner_blobs() -> Dataset:
+    """12/4/4 `corner_blobs` per class in train/val/test, data hash `abc123` (no class names)."""
+    rng = np.random.default_rng(0)
+    train = corner_blobs(12, rng)
+    return Dataset(train=train, val=corner_blobs(4, rng), test=corner_blobs(4, rng),
+                   manifest={"num_classes": 3, "shape": [1, 8, 8], "data_hash": "abc123",
+                             "normalization": {"mean": float(train.x.mean()),
+                                               "std": float(train.x.std())}})

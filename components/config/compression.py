@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from components.config.base import Section
+from components.config.base import Section, plugin_names
 
 
 class PruneConfig(Section):
@@ -14,8 +14,9 @@ class PruneConfig(Section):
         default="structured",
         description="Remove whole channels (smaller, faster model) or zero single weights.",
     )
-    criterion: Literal["l1", "l2", "bn_scale", "taylor"] = Field(
-        default="l1", description="Structured: channel importance criterion (lowest removed)."
+    criterion: Literal[plugin_names("pruning/criteria")] = Field(  # type: ignore[valid-type]
+        default="l1", description="Structured: channel importance criterion (lowest removed), "
+        "a module of `components/pruning/criteria/`."
     )
     target: Literal["params", "macs"] = Field(
         default="params", description="Structured: what `target_ratio` is a reduction of."
@@ -47,8 +48,9 @@ class PruneConfig(Section):
         return v
 
 
-VARIANTS = ("fp32", "int8", "int8_dynamic", "fp16")
-Variant = Literal["fp32", "int8", "int8_dynamic", "fp16"]
+# fp32 (the exported graph) and one variant per module of `components/quantization/`
+VARIANTS = ("fp32", *plugin_names("quantization"))
+Variant = Literal[VARIANTS]  # type: ignore[valid-type]
 Method = Literal["minmax", "entropy", "percentile"]
 
 

@@ -68,6 +68,14 @@ class Params(Section):
 
 
     @model_validator(mode="after")
+    def _registered_variants_exist(self) -> Params:
+        known = ["student", *self.quantize.variants]  # student: the distilled, unpruned model
+        unknown = [v for v in self.register_.variants if v not in known]
+        if unknown:
+            raise ValueError(f"register.variants: unknown variant(s) {unknown} (produced: {known})")
+        return self
+
+    @model_validator(mode="after")
     def _primary_profile_exists(self) -> Params:
         primary, profiles = self.register_.policy.primary_profile, self.evaluate.profiles
         if primary not in profiles:

@@ -57,8 +57,9 @@ class PromotionPolicy(Section):
 class RegisterConfig(Section):
     model_name: str = Field(default="distillery-digits", description="Registered model name.")
     variants: list[str] = Field(
-        default=["fp32", "int8", "int8_dynamic", "fp16"], min_length=1,
-        description="Bundles registered as versions (missing ones are reported, not fatal).",
+        default=["fp32"], min_length=1,
+        description="Bundles registered as versions: `student` (distilled, unpruned) and any "
+        "of `quantize.variants` (missing ones are reported, not fatal).",
     )
     example_size: int = Field(default=4, gt=0, description="Test images in the input example.")
     promote: bool = Field(default=True, description="Apply the promotion policy after registering.")

@@ -1,97 +1,15 @@
-"""Channel importance criteria, selected by name: higher score = keep.
-
-Each entry maps (model, groups, calibration batches) to one score vector per group. A group with
-several producers (ResNet's residual stream) sums its members' scores.
-"""
+"""`IMPORTANCE`: the channel importance criteria of `components/pruning/criteria/`, by name."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
+import importlib
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from components.config import plugin_names
+from components.pruning.criteria.common import Batches, Importance
 
-from components.pruning.surgery import Group
+__all__ = ["IMPORTANCE", "Batches", "Importance"]
 
-Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]  # (x: (N, C, H, W), y: (N,)) pairs
-Importance = Callable[[nn.Module, list[Group], Batches | None], list[torch.Tensor]]
-
-
-def _weight(model: nn.Module, name: str) -> torch.Tensor:
-    w = model.get_submodule(name).weight.detach().float().cpu()
-    return w.reshape(w.shape[0], -1)  # (C_out, everything a channel's filter reads)
-
-
-def l1(model: nn.Module, groups: list[Group], _calibration: Batches | None = None
-       ) -> list[torch.Tensor]:
-    """Sum of |w| of each channel's outgoing filter."""
-    return [sum(_weight(model, p).abs().sum(1) for p in g.producers) for g in groups]
-
-
-def l2(model: nn.Module, groups: list[Group], _calibration: Batches | None = None
-       ) -> list[torch.Tensor]:
-    """Euclidean norm of each channel's outgoing filter."""
-    return [sum(_weight(model, p).norm(dim=1) for p in g.producers) for g in groups]
-
-
-def bn_scale(model: nn.Module, groups: list[Group], _calibration: Batches | None = None
-             ) -> list[torch.Tensor]:
-    """|gamma| of the BatchNorm after the channel (network slimming).
-
-    A group with no BatchNorm (the CNN's optional hidden Linear) falls back to the l2 norm.
-    """
-    out = []
-    for g in groups:
-        if g.norms:
-            out.append(sum(model.get_submodule(n).weight.detach().abs().float().cpu()
-                           for n in g.norms))
-        else:
-            out.append(l2(model, [g])[0])
-    return out
-
-
-def taylor(model: nn.Module, groups: list[Group], calibration: Batches | None = None
-           ) -> list[torch.Tensor]:
-    """First-order Taylor estimate of the loss change when a channel is zeroed.
-
-    Per sample and channel |sum over positions of activation * dL/dactivation| with
-    cross-entropy on the calibration labels, summed over samples; the activation is the output
-    of the channel's BatchNorm (or of its producer when it has none).
-    """
-    if not calibration:
-        raise ValueError("criterion `taylor` needs calibration batches (x, y) to score channels")
-    # a copy with out-of-place ReLUs, so the stored activations are not overwritten in place
-    probe = copy.deepcopy(model).eval()
-    for m in probe.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    points = {name for g in groups for name in (g.norms or g.producers)}
-    acts: dict[str, torch.Tensor] = {}
-
-    def keep(name: str):
-        def hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            out.retain_grad()
-            acts[name] = out
-
-        return hook
-
-    handles = [probe.get_submodule(n).register_forward_hook(keep(n)) for n in points]
-    totals: dict[str, torch.Tensor] = {}
-    device = next(probe.parameters()).device
-    try:
-        for x, y in calibration:
-            probe.zero_grad(set_to_none=True)
-            F.cross_entropy(probe(x.to(device)), y.to(device)).backward()
-            for name, a in acts.items():
-                contrib = a * a.grad  # (N, C, H, W) or (N, C)
-                per = contrib.flatten(2).sum(2) if contrib.dim() > 2 else contrib  # (N, C)
-                totals[name] = totals.get(name, 0) + per.abs().sum(0).detach().cpu()
-    finally:
-        for h in handles:
-            h.remove()
-    return [sum(totals[n] for n in (g.norms or g.producers)) for g in groups]
-
-
-IMPORTANCE: dict[str, Importance] = {"l1": l1, "l2": l2, "bn_scale": bn_scale, "taylor": taylor}
+IMPORTANCE: dict[str, Importance] = {
+    name: importlib.import_module(f"components.pruning.criteria.{name}").score
+    for name in plugin_names("pruning/criteria")
+}

@@ -17,7 +17,7 @@ from components.core.data import Dataset
 from components.core.io import read_json, sha256_file
 from components.export.onnx_utils import ParityError, make_session, run_session
 from components.quantize import quantize_stage
-from tests.components.test_quantize import ARCH, make_checkpoint, make_dataset
+from tests.helpers_models import DIGITS_ARCH, make_checkpoint, make_digits
 
 # Runs predict.py as __main__ with everything but onnxruntime, numpy and Pillow unimportable.
 ISOLATED = """
@@ -31,14 +31,14 @@ runpy.run_path("predict.py", run_name="__main__")
 
 @pytest.fixture(scope="module")
 def data() -> Dataset:
-    return make_dataset()
+    return make_digits()
 
 
 @pytest.fixture(scope="module")
 def bundles(data: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("convert")
     student = make_checkpoint(root / "student", data)
-    teacher = make_checkpoint(root / "teacher", data, arch=ARCH.model_copy(
+    teacher = make_checkpoint(root / "teacher", data, arch=DIGITS_ARCH.model_copy(
         update={"channels": [16, 16]}), epochs=2)
     quantize_stage(QuantizeConfig(calibration_size=64, max_accuracy_drop=1.0,
                                   variants=["fp32", "int8", "fp16"]),

@@ -1,89 +1,31 @@
-"""`quantize`: parity gate on the export, int8/fp16/dynamic variants, accuracy-aware fallback."""
+"""`quantize`: int8/fp16/dynamic variants and the accuracy-aware fallback.
+
+The parity gate on the export is tested in `tests/components/export/test_onnx_utils.py`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-import torch
-from onnx import numpy_helper
 from pydantic import ValidationError
-from sklearn.datasets import load_digits
 
-from components.config import CNNConfig, QuantizeConfig, TrainingConfig
-from components.core.data import Dataset, Split
+from components.config import QuantizeConfig
+from components.core.data import Dataset
 from components.core.io import read_json
-from components.export.onnx_utils import ParityError, check_parity, export_onnx
-from components.modeling.architectures import build_model
-from components.modeling.checkpoint import save_checkpoint
-from components.modeling.training import fit
 from components.quantize import quantize_stage
-
-ARCH = CNNConfig(channels=[8, 16], pools=2, head="gap")
-
-
-def make_dataset(n: int = 450) -> Dataset:
-    """Digits scaled to [0, 1] (max value 16), stratified-enough random split 60/20/20."""
-    d = load_digits()
-    x = (d.images[:n] / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8)
-    y, ids = d.target[:n].astype(np.int64), np.array([f"digit-{i}" for i in range(n)])
-    order = np.random.default_rng(0).permutation(n)
-    cut = [0, int(0.6 * n), int(0.8 * n), n]
-    parts = [order[a:b] for a, b in zip(cut, cut[1:], strict=False)]
-    split = [Split(x[p], y[p], ids[p]) for p in parts]
-    train = split[0].x
-    manifest = {"classes": [str(i) for i in range(10)], "num_classes": 10, "shape": [1, 8, 8],
-                "max_value": 16.0, "data_hash": "d" * 64,
-                "normalization": {"mean": float(train.mean()), "std": float(train.std())}}
-    return Dataset(*split, manifest=manifest)
-
-
-def make_checkpoint(folder: Path, data: Dataset, arch: CNNConfig = ARCH, epochs: int = 4,
-                    outlier: bool = False) -> Path:
-    """A briefly trained CNN; ``outlier`` scales channel 0 of block 0 by 1000 (and divides the
-    next conv's input weights by 1000): the same function in float, fatal for per-tensor int8."""
-    torch.manual_seed(0)
-    model = build_model(arch, data.in_shape, data.num_classes, data.mean, data.std)
-    fit(model, data.train, data.val, TrainingConfig(epochs=epochs, lr=1e-2, device="cpu"))
-    if outlier:
-        with torch.no_grad():
-            bn = model.body.features[0][1]
-            bn.weight[0] *= 1000
-            bn.bias[0] *= 1000
-            model.body.features[2][0].weight[:, 0] /= 1000
-    save_checkpoint(folder, model.eval(), arch, data.in_shape, data.num_classes,
-                    {"data_hash": data.manifest["data_hash"]})
-    return folder
+from tests.helpers_models import make_checkpoint, make_digits
 
 
 @pytest.fixture(scope="module")
 def data() -> Dataset:
-    return make_dataset()
+    return make_digits()
 
 
 @pytest.fixture(scope="module")
 def checkpoint(data: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt"), data)
-
-
-def test_quantize_rejects_parity_failure_naming_worst_samples(data: Dataset, tmp_path: Path):
-    model = build_model(ARCH, data.in_shape, 10, data.mean, data.std).eval()
-    path = export_onnx(model, data.in_shape, tmp_path / "m.onnx")
-    report = check_parity(model, path, data.test)
-    assert report["max_abs_diff"] < 1e-5 and report["samples"] == len(data.test)
-
-    proto = onnx.load(str(path))  # break the export: shift one class's bias in the classifier
-    bias = next(i for i in proto.graph.initializer if i.name.endswith("classifier.bias"))
-    value = numpy_helper.to_array(bias).copy()
-    value[3] += 0.5
-    bias.CopyFrom(numpy_helper.from_array(value, bias.name))
-    onnx.save(proto, str(path))
-    with pytest.raises(ParityError, match=r"worst samples: digit-\d+") as err:
-        check_parity(model, path, data.test)
-    assert err.value.report["max_abs_diff"] == pytest.approx(0.5, abs=1e-4)
-    assert {sid for sid, _ in err.value.report["worst"]} <= set(data.test.ids)
 
 
 def test_quantize_stage_writes_every_variant_with_metrics(data: Dataset, checkpoint: Path,

@@ -4,44 +4,19 @@ of `flows.registry`, `flows.promotion` and `flows.register`."""
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
-import torch
-from torch import nn
 
 from components.config import PromotionPolicy, RegisterConfig
-from components.core.io import atomic_write_bytes, atomic_write_json
+from components.core.io import atomic_write_json
 from components.evaluation import profiles
 from tests.helpers_data import make_dataset, write_dataset
+from tests.helpers_models import band_model, export
 
 EDGE = "edge-1core"
-
-
-def band_model(classes_seen: int = 3, classes: int = 3, shape=(1, 8, 8)) -> nn.Module:
-    """Linear classifier for `make_blobs`: class k scores its own band (the first few only)."""
-    c, h, w = shape
-    model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, classes))
-    band = h // classes
-    weight = torch.zeros(classes, c, h, w)
-    for k in range(classes_seen):
-        weight[k, :, k * band : (k + 1) * band, :] = 1.0
-    with torch.no_grad():
-        model[1].weight.copy_(weight.reshape(classes, -1))
-        model[1].bias.zero_()
-    return model.eval()
-
-
-def export(model: nn.Module, path: Path, shape=(1, 8, 8)) -> Path:
-    """``model`` as ONNX at ``path``: input `image` (N, C, H, W), output `logits` (N, K)."""
-    buf = io.BytesIO()
-    torch.onnx.export(model, (torch.zeros(2, *shape),), buf, dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 @contextlib.contextmanager

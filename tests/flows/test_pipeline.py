@@ -105,11 +105,13 @@ def test_pipeline_runs_each_stage_once_then_skips_all(servers, tiny_repo):
 
     # the registry holds one version per registered variant, and the gated `champion`
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())["register"]
-    register = json.loads((tiny_repo / "metrics" / "register.json").read_text())
+    register = json.loads((tiny_repo / "reports" / "register.json").read_text())
     versions, champion = registry_state(params["model_name"])
     assert len(versions) == len(params["variants"]) == len(register["versions"])
     assert register["decision"]["outcome"] == "champion"
     assert champion == str(register["champion_version"])
+    summary = json.loads((tiny_repo / "metrics" / "register.json").read_text())
+    assert summary["outcome"] == "champion" and "versions" not in summary
 
     again = pipeline_flow()(repo=str(tiny_repo), return_state=True)
     assert {r.status for r in again.result()} == {"skipped"}

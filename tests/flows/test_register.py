@@ -35,14 +35,18 @@ def test_register_stage_reuses_a_registered_version_and_keeps_its_decision(store
     # The stage re-registering the same bytes reuses the version (and keeps its decision).
     atomic_write_json(tmp_path / "evaluate.json", metrics)
     out = reg.register_stage(cfg, bundles, tmp_path / "evaluate.json", prepared, {},
-                             tmp_path / "register.json")
+                             tmp_path / "register.json", tmp_path / "report.json")
     assert out["versions"] == {"fp32": int(v.version)}
     assert out["champion_version"] == int(v.version)
     assert out["decision"]["outcome"] == "champion"
     assert len(client.search_model_versions("name = 'digits-c'")) == 1
     again = client.get_model_version("digits-c", str(v.version))
     assert "## Promotion decision" in again.description
-    assert json.loads((tmp_path / "register.json").read_text()) == out
+    assert json.loads((tmp_path / "report.json").read_text()) == out
+    # metrics/ holds nothing one registry's ids would carry into another clone
+    assert json.loads((tmp_path / "register.json").read_text()) == {
+        "model_name": "digits-c", "registered": ["fp32"], "missing": [],
+        "outcome": "champion", "candidate": "fp32"}
 
     # The runner's entry: the same stage on the paths dvc.yaml names, its decision as a tag.
     Path("params.yaml").write_text("register: {}\n")  # hashed for lineage; cwd: the store
@@ -52,7 +56,9 @@ def test_register_stage_reuses_a_registered_version_and_keeps_its_decision(store
                                    "validate_metrics": tmp_path / "validate.json"},
                  outs={"register_metrics": tmp_path / "run.json"}, metrics=tmp_path / "run.json")
     result = reg.run(params, io)
-    assert result.metrics == json.loads((tmp_path / "run.json").read_text()) == out
+    assert result.metrics == json.loads((tmp_path / "run.json").read_text())
+    assert result.metrics["outcome"] == "champion" and "versions" not in result.metrics
+    assert json.loads(reg.REPORT.read_text()) == out  # the ids: reports/, relative to cwd
     assert result.params == cfg.model_dump()
     assert result.tags == {"distillery.decision": "champion"}
 

@@ -36,13 +36,6 @@ def test_other_commands_are_left_to_dvc(cmd):
     assert parse_stage_cmd(cmd) is None
 
 
-def test_graph_lists_the_outputs_dvc_removes_before_a_run():
-    graph = read_graph(REPO)
-    assert graph.stages["ingest"].outs == ("data/prepared",)
-    assert set(graph.stages["train_teachers@mlp"].outs) == {
-        "models/teachers/mlp", "metrics/teachers/mlp.json"}
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     return make_workspace(tmp_path_factory.mktemp("workers") / "repo")

@@ -53,3 +53,32 @@ def test_load_params_rejects_invalid_yaml(tmp_path):
     bad.write_text("ingest: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda p: p["prune"].update(criterion="random"),
+         "prune.criterion: Input should be 'bn_scale', 'l1', 'l2' or 'taylor'"),
+        (lambda p: p["distill"].update(weighting="vote"), "distill.weighting"),
+        (lambda p: p["register"].update(variants=["fp32", "int4"]),
+         "register.variants: unknown variant(s) ['int4']"),
+        (lambda p: p["register"]["policy"].update(primary_profile="phone"),
+         "unknown profile `phone`"),
+        (lambda p: p["distill"].update(teachers=["vit"]), "unknown teacher `vit`"),
+    ],
+)
+def test_a_choice_no_registry_holds_is_refused_naming_key_and_choices(edit, expected):
+    raw = base()
+    edit(raw)
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert expected in str(err.value)
+
+
+def test_missing_optional_section_is_refused_by_the_stage_that_needs_it():
+    raw = base()
+    raw.pop("prune")
+    params = parse_params(raw)
+    with pytest.raises(ConfigError, match="the `prune` section is required"):
+        params.required("prune")

@@ -3,7 +3,7 @@ import torch
 
 from components.config import CNNConfig, TrainingConfig
 from components.modeling.architectures import build_model
-from components.modeling.training import accuracy, fit, random_shift
+from components.modeling.training import accuracy, fit, random_shift, shift_images
 
 
 def test_random_shift_moves_pixels_by_at_most_the_limit():
@@ -16,6 +16,14 @@ def test_random_shift_moves_pixels_by_at_most_the_limit():
     assert set(rows.tolist()) <= {1, 2, 3} and set(cols.tolist()) <= {1, 2, 3}
     assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 1  # it does shift
     assert torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))  # nothing falls off at shift 1
+
+
+def test_shift_images_matches_the_fit_loops_random_shift():
+    x = torch.rand(6, 1, 8, 8)
+    expected = random_shift(x, 2, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    dy, dx = torch.randint(0, 5, (6,), generator=g), torch.randint(0, 5, (6,), generator=g)
+    assert torch.equal(shift_images(x, dy, dx, 2), expected)
 
 
 def test_fit_lowers_the_loss_and_restores_the_best_epoch(tiny_dataset):

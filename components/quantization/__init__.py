@@ -1,0 +1,6 @@
+"""Quantized variants of the exported fp32 graph, one module each, selected by file name.
+
+Each module's `make(ctx, out) -> VariantResult` writes one variant of `ctx.fp32` to ``out`` (or
+reports why not). A new variant is one file here plus its name in `quantize.variants` (and
+`register.variants`): the config's choices are read from this folder.
+"""

@@ -1,0 +1,97 @@
+"""`distillery` (flows.cli) through Typer's CliRunner: messages and exit codes, no real DVC run."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import flows.dvc_ops
+import flows.tracking
+from flows.cli import app
+from tests.helpers_data import REPO
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding this repository's params.yaml and dvc.yaml, as the working directory."""
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISTILLERY_DEBUG", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def pipeline_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Records each `start_pipeline_run` call (a fake run, no MLflow) instead of opening a run."""
+    calls: list[tuple] = []
+
+    @contextlib.contextmanager
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        yield SimpleNamespace(info=SimpleNamespace(run_id="fake-run"))
+
+    monkeypatch.setattr(flows.tracking, "start_pipeline_run", record)
+    return calls
+
+
+def test_check_accepts_a_good_params_file(project: Path):
+    result = runner.invoke(app, ["check", "--params", "params.yaml"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "params.yaml: ok"
+
+
+def test_check_rejects_a_bad_params_file_naming_the_key(project: Path):
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train_teachers"]["training"]["lr"] = -0.1
+    (project / "bad.yaml").write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["check", "--params", "bad.yaml"])
+    assert result.exit_code == 1
+    assert "train_teachers.training.lr" in result.stderr and "bad.yaml" in result.stderr
+    assert "ok" not in result.stdout and "Traceback" not in result.output
+
+
+def test_stage_with_an_unknown_name_fails_with_a_one_line_error(project: Path):
+    result = runner.invoke(app, ["stage", "distil"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: dvc.yaml: no stage `distil`")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert not (project / "mlflow.db").exists()  # refused before any tracking
+
+
+def test_repro_with_nothing_changed_says_so_and_opens_no_mlflow_run(
+        project: Path, pipeline_runs: list, monkeypatch: pytest.MonkeyPatch):
+    asked: list[tuple] = []
+    monkeypatch.setattr(flows.dvc_ops, "changed_stages",
+                        lambda *args, **kwargs: asked.append(args) or set())
+    result = runner.invoke(app, ["repro"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Data and pipelines are up to date: nothing to run."
+    assert asked == [(".", None)]
+    assert pipeline_runs == []
+    assert not (project / "mlflow.db").exists()
+
+
+def test_repro_with_a_changed_stage_runs_dvc_repro_under_one_pipeline_run(
+        project: Path, pipeline_runs: list, monkeypatch: pytest.MonkeyPatch):
+    import flows.cli
+
+    monkeypatch.setattr(flows.dvc_ops, "changed_stages", lambda *args, **kwargs: {"distill"})
+    commands: list[list[str]] = []
+    monkeypatch.setattr(flows.cli.subprocess, "run",
+                        lambda cmd, **kwargs: commands.append(cmd) or SimpleNamespace(returncode=0))
+    result = runner.invoke(app, ["repro", "distill"])
+    assert result.exit_code == 0, result.output
+    assert commands == [["dvc", "repro", "distill"]]
+    experiment = yaml.safe_load((project / "params.yaml").read_text())["tracking"]["experiment"]
+    assert pipeline_runs == [((experiment,), {})]
