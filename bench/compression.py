@@ -2,9 +2,10 @@
 
 Rows: each teacher, their ensemble, the student trained alone (cross-entropy, distill's data,
 seed and schedule), the distilled student, the pruned student, each quantized bundle, and an
-identity graph (ONNX Runtime's own per-call floor). Every ONNX file is measured by
-`components.evaluate.run_measurement` (one `components.evaluation.profiles` process per model and
-setting, so peak memory is that process's) on 1 thread at batch 1 and on all cores at batch 64.
+identity graph (ONNX Runtime's own per-call floor). Every ONNX file is measured as `evaluate`
+measures (`components.evaluate.measure_profile`: one `components.evaluation.profiles` process per
+model and setting, so peak memory is that process's, timed in interleaved rounds, the median
+round's p50 reported) on 1 thread at batch 1 and on all cores at batch 64.
 Models without an ONNX file yet are exported with `components.export.onnx_utils.export_onnx`.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import DeviceProfile, EvaluateConfig
-from components.evaluate import run_measurement
+from components.evaluate import measure_profile
 
 SETTINGS = {
     "1t-b1": DeviceProfile(threads=1, batch_size=1),
@@ -121,46 +122,33 @@ def collect_candidates(clone: Path, work: Path) -> dict[str, Candidate]:
     return out
 
 
-def median_round(measurements: list[dict[str, Any]]) -> dict[str, Any]:
-    """The measurement whose p50 is the median of the rounds' (failed rounds last)."""
-    ranked = sorted(measurements, key=lambda m: (m.get("latency_ms_p50") is None,
-                                                 m.get("latency_ms_p50") or 0.0))
-    ok = [m for m in ranked if m.get("latency_ms_p50") is not None]
-    return ok[(len(ok) - 1) // 2] if ok else ranked[0]
-
-
 def measure_candidates(candidates: dict[str, Candidate], test_npz: Path, runs: int,
                        warmup: int, rounds: int = 3) -> dict[str, dict[str, Any]]:
     """One row per candidate: size, params, MACs, accuracy and, per setting, TIMED figures.
 
-    Every (candidate, setting) is measured ``rounds`` times in its own process, the rounds
-    interleaved over all candidates, and the round with the median p50 is kept: a passing load
-    spike then moves one round of one model, not the model's figure.
+    Per setting every candidate runs in its own process, all timed in ``rounds`` interleaved
+    rounds (one process times at a time, the order rotated), so a passing load spike moves
+    one round of every model alike, not one model's figure.
     """
-    cfg = EvaluateConfig(runs=runs, warmup=warmup, timeout_s=600, profiles=SETTINGS)
-    baseline = {s: run_measurement(None, test_npz, p, cfg).get("peak_rss_mb")
-                for s, p in SETTINGS.items()}
-    measured: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for _ in range(rounds):
-        for name, cand in candidates.items():
-            for setting, profile in SETTINGS.items():
-                measured.setdefault((name, setting), []).append(
-                    run_measurement(cand.onnx, test_npz, profile, cfg))
+    cfg = EvaluateConfig(runs=runs, warmup=warmup, timeout_s=600, profiles=SETTINGS,
+                         rounds=rounds)
+    measured = {setting: measure_profile(setting, profile, cfg,
+                                         {n: c.onnx for n, c in candidates.items()}, test_npz,
+                                         None)[0]
+                for setting, profile in SETTINGS.items()}
     rows: dict[str, dict[str, Any]] = {}
     for name, cand in candidates.items():
         row: dict[str, Any] = {"kind": cand.kind, "accuracy": None, "params": cand.params,
                                "macs": cand.macs, "size_bytes": cand.onnx.stat().st_size,
                                "onnx": str(cand.onnx)}
         for setting in SETTINGS:
-            m = median_round(measured[(name, setting)])
-            row[f"{setting}.p50_rounds_ms"] = [r.get("latency_ms_p50")
-                                               for r in measured[(name, setting)]]
+            m = measured[setting][name]
+            row[f"{setting}.p50_rounds_ms"] = m.get("latency_rounds_p50_ms")
+            row[f"{setting}.spread_ms"] = m.get("latency_spread_ms")
             if m.get("error"):
                 row[f"{setting}.error"] = m["error"]
             if setting == "1t-b1" and cand.kind != "floor":
                 row["accuracy"] = m.get("accuracy")
-            peak = m.get("peak_rss_mb")
-            m["model_rss_mb"] = peak - baseline[setting] if peak and baseline[setting] else None
             for key in TIMED:
                 row[f"{setting}.{key}"] = m.get(key)
         rows[name] = row

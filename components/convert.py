@@ -1,13 +1,15 @@
 """`convert`: turn every quantized variant, each teacher and the teacher ensemble into bundles.
 
 A bundle (`<out_dir>/<name>/`) runs without this repository: `model.onnx`, `model.ort` (ORT
-format, for minimal/mobile builds) where conversion succeeds, `predict.py` (onnxruntime, numpy
-and Pillow only) and `metadata.json` (input contract, classes, normalisation, opset, sha256 of
-every file, lineage). The ensemble outputs the mean of the teachers' softmax probabilities
-(as `components.ensemble` scores it), not logits: probabilities of different teachers share a
-scale, logits need not. Each bundle is re-loaded from disk and checked against its source
-(outputs within tolerance, same accuracy, and the same labels through `predict.py`) before the
-stage succeeds.
+format, portable: basic optimisations, for minimal/mobile builds and arm64 profiles) and
+`model.<isa>.ort` (fully optimised with this x86 host's NCHWc blocking, for the profiles that
+stand for it) where conversion succeeds, `predict.py` (onnxruntime, numpy and Pillow only) and
+`metadata.json` (input contract, classes, normalisation, opset, sha256 of every file, lineage,
+and per CPU profile the measured fastest runtime configuration, `runtime`). The ensemble
+outputs the mean of the teachers' softmax probabilities (as `components.ensemble` scores it),
+not logits: probabilities of different teachers share a scale, logits need not. Each bundle is
+re-loaded from disk and checked against its source (outputs within tolerance, same accuracy, and
+the same labels through `predict.py`, per profile) before the stage succeeds.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.config import ConvertConfig, Params
+from components.config import ConvertConfig, DeviceProfile, Params
 from components.core.data import Dataset, load_prepared
+from components.core.host import host_isa
 from components.core.io import (
     atomic_dir,
     atomic_save_npz,
@@ -36,16 +39,23 @@ from components.export.onnx_utils import (
     INPUT_NAME,
     ParityError,
     check_parity,
+    compare_outputs,
     export_onnx,
     make_session,
     run_session,
-    save_ort,
     torch_outputs,
+)
+from components.export.runtime import (
+    CONFIG_KEYS,
+    build_ort_files,
+    cpu_profiles,
+    ort_target,
+    tune_bundle,
 )
 from components.modeling.checkpoint import load_checkpoint
 from components.modeling.teachers import load_teachers, teacher_dirs
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: per-profile `runtime`, `default_profile`, `ort_files`
 
 
 class AveragedSoftmax(nn.Module):
@@ -67,24 +77,34 @@ def _opset(path: Path) -> int:
 
 
 def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertConfig,
-                 info: dict[str, Any]) -> dict[str, Any]:
-    """Fill ``folder`` with the model, its ORT form, predict.py and metadata.json."""
+                 info: dict[str, Any], reference: np.ndarray | None = None,
+                 profiles: dict[str, DeviceProfile] | None = None,
+                 default_profile: str | None = None) -> dict[str, Any]:
+    """Fill ``folder`` with the model, its ORT forms, predict.py and metadata.json.
+
+    With ``profiles`` and the source's test outputs ``reference``, every CPU profile's fastest
+    runtime configuration is measured (`components.export.runtime`) into ``runtime``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_src, folder / "model.onnx")
-    ort_error = None
-    if cfg.ort_format:
-        try:
-            save_ort(folder / "model.onnx", folder / "model.ort")
-        except Exception as e:  # noqa: BLE001 - recorded: a variant ORT cannot convert
-            ort_error = f"{type(e).__name__}: {e}"
+    host = host_isa()
+    cpu = cpu_profiles(profiles or {})
+    targets = {"model.ort": "portable"} | dict(ort_target(p, host) for p in cpu.values())
+    ort_files, ort_errors = build_ort_files(folder, targets) if cfg.ort_format else ({}, {})
     shutil.copyfile(bundle_predict.__file__, folder / "predict.py")
+    runtime = {}
+    if cpu and reference is not None:
+        runtime = tune_bundle(folder, cpu, ort_files, lambda n: _batch(prepared, n),
+                              _accept(reference, prepared, cfg), host)
     c, h, w = prepared.in_shape
     max_value = float(prepared.manifest["max_value"])
     meta = {
         "format_version": BUNDLE_FORMAT,
         "model_file": "model.onnx",
-        "ort_file": "model.ort" if (folder / "model.ort").exists() else None,
-        "ort_error": ort_error,
+        "ort_file": "model.ort" if "model.ort" in ort_files else None,
+        "ort_error": ort_errors.get("model.ort"),
+        "ort_files": {f: host if t == "host" else t for f, t in ort_files.items()},
+        "ort_errors": ort_errors,
         "input": {"name": INPUT_NAME, "shape": ["batch", c, h, w], "dtype": "float32",
                   "layout": "NCHW", "range": [0.0, 1.0], "max_value": max_value,
                   "input_scale": 1.0 / max_value,
@@ -95,6 +115,9 @@ def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertCo
         "normalization": {"mean": prepared.mean, "std": prepared.std, "in_graph": True},
         "classes": list(prepared.manifest["classes"]),
         "opset": _opset(folder / "model.onnx"),
+        "runtime": runtime,
+        "default_profile": (default_profile if default_profile in runtime
+                            else next(iter(runtime), None)),
         "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
         **info,
     }
@@ -105,12 +128,43 @@ def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertCo
     return meta
 
 
+def _batch(prepared: Dataset, n: int) -> np.ndarray:
+    """``n`` test images (repeated when the split is smaller), contiguous (n, C, H, W)."""
+    x = prepared.test.x
+    return np.ascontiguousarray(x[np.arange(n) % len(x)], dtype=np.float32)
+
+
+def _accept(reference: np.ndarray, prepared: Dataset, cfg: ConvertConfig):
+    """Why a session's test outputs fail the parity gates against ``reference``, or None."""
+    test = prepared.test
+
+    def accept(session: Any) -> str | None:
+        got = run_session(session, test.x)
+        report = compare_outputs(reference, got, test.ids)
+        if not report["max_abs_diff"] <= cfg.parity_max_abs_diff:
+            return f"max |diff| {report['max_abs_diff']:.3g} > {cfg.parity_max_abs_diff:g}"
+        if report["top1_agreement"] < cfg.parity_min_top1_agreement:
+            return f"top-1 agreement {report['top1_agreement']:.4f}"
+        if (got.argmax(1) == test.y).mean() != (reference.argmax(1) == test.y).mean():
+            return "test accuracy differs from the source"
+        return None
+
+    return accept
+
+
+def _file_key(name: str) -> str:
+    """Metrics prefix of a file: model.onnx -> onnx, model.x86-avx512.ort -> ort_x86_avx512."""
+    *middle, suffix = name.split(".")[1:]
+    return "_".join([suffix, *middle]).replace("-", "_")
+
+
 def verify_bundle(folder: Path, reference: np.ndarray, prepared: Dataset,
                   cfg: ConvertConfig) -> dict[str, Any]:
     """Re-load every model file of ``folder`` and compare it with ``reference`` (test outputs).
 
     Raises :class:`ParityError` on a mismatch or a different test accuracy; also runs the
-    bundle's own predict path on the test split and requires the source's labels.
+    bundle's own predict path on the test split, once per runtime profile, and requires the
+    source's labels.
     """
     meta = read_json(folder / "metadata.json")
     for name, digest in meta["files"].items():
@@ -120,42 +174,49 @@ def verify_bundle(folder: Path, reference: np.ndarray, prepared: Dataset,
     ref_acc = float((reference.argmax(1) == test.y).mean())
     out: dict[str, Any] = {"test_accuracy": ref_acc,
                            "size_bytes": (folder / "model.onnx").stat().st_size}
-    for file in filter(None, (meta["model_file"], meta["ort_file"])):
+    for file in [meta["model_file"], *meta.get("ort_files", {})]:
         parity = check_parity(reference, folder / file, test, cfg.parity_max_abs_diff,
                               cfg.parity_min_top1_agreement)
         acc = float((run_session(make_session(folder / file), test.x).argmax(1) == test.y).mean())
         if acc != ref_acc:
             raise ParityError(f"{folder / file}: test accuracy {acc:.4f} != source {ref_acc:.4f}",
                               parity)
-        out[f"{Path(file).suffix[1:]}_max_abs_diff"] = parity["max_abs_diff"]
-    if meta["ort_file"]:
-        out["ort_size_bytes"] = (folder / meta["ort_file"]).stat().st_size
+        out[f"{_file_key(file)}_max_abs_diff"] = parity["max_abs_diff"]
+        if file != meta["model_file"]:
+            out[f"{_file_key(file)}_size_bytes"] = (folder / file).stat().st_size
+    expected = [str(meta["classes"][k]) for k in reference.argmax(1)]
     with tempfile.TemporaryDirectory(prefix="convert.") as tmp:
         npz = atomic_save_npz(Path(tmp) / "test.npz", x=test.x)
-        labels = [label for _, label in bundle_predict.predict(folder, [npz])]
-    expected = [str(meta["classes"][k]) for k in reference.argmax(1)]
-    if labels != expected:
-        bad = [str(test.ids[i]) for i, (a, b) in enumerate(zip(labels, expected, strict=True))
-               if a != b]
-        raise ParityError(f"{folder}/predict.py: labels differ from the source on {bad[:5]}", {})
+        for profile in list(meta.get("runtime") or {}) or [None]:
+            labels = [label for _, label in bundle_predict.predict(folder, [npz], profile)]
+            if labels != expected:
+                bad = [str(test.ids[i]) for i, (a, b) in enumerate(zip(labels, expected,
+                                                                      strict=True)) if a != b]
+                raise ParityError(f"{folder}/predict.py --profile {profile}: labels differ "
+                                  f"from the source on {bad[:5]}", {})
+    out["runtime"] = {p: {k: e[k] for k in CONFIG_KEYS}
+                      for p, e in (meta.get("runtime") or {}).items()}
     return out
 
 
 def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[str, Path],
                   prepared: Dataset, out_dir: Path, metrics_path: Path,
-                  references: dict[str, Path] | None = None) -> dict[str, Any]:
+                  references: dict[str, Path] | None = None,
+                  profiles: dict[str, DeviceProfile] | None = None,
+                  default_profile: str | None = None) -> dict[str, Any]:
     """Write one verified bundle per variant (and teacher, ensemble); return the metrics.
 
     ``references`` are further checkpoints bundled in fp32 as evaluation baselines, e.g.
-    ``{"student": models/student}`` (the distilled student before pruning).
+    ``{"student": models/student}`` (the distilled student before pruning). Each bundle's
+    runtime configuration is measured for every CPU profile of ``profiles``;
+    ``default_profile`` (when among them) is the one `predict.py` uses without ``--profile``.
     """
     report = read_json(quantized_dir / "report.json")
     lineage = {"data_hash": prepared.manifest.get("data_hash"),
                "source_checkpoint_sha256": report["source"]["sha256"],
                "quantize_report_sha256": sha256_file(quantized_dir / "report.json")}
     metrics: dict[str, Any] = {"bundles": {}, "skipped": {}}
-    if report.get("int8_status") == "failed":
-        metrics["skipped"]["int8"] = report.get("int8_reason")
+    metrics["skipped"].update(report.get("variants_dropped", {}))  # with quantize's reasons
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="convert.") as w:
         sources: dict[str, tuple[Path, np.ndarray, dict]] = {}
         for variant in report["variants"]:
@@ -187,20 +248,23 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
                          cfg.parity_min_top1_agreement)
             sources[name] = (src, ref, {"kind": kind, "output_kind": output, "lineage": lin})
         for name, (src, ref, info) in sources.items():
-            write_bundle(tmp / name, src, prepared, cfg, info)
+            write_bundle(tmp / name, src, prepared, cfg, info, ref, profiles, default_profile)
             metrics["bundles"][name] = verify_bundle(tmp / name, ref, prepared, cfg)
     atomic_write_json(metrics_path, metrics)
     return metrics
 
 
-def predict_bundle(bundle_dir: Path, inputs: list[Path]) -> list[str]:
-    """Class name for every image (PNG/JPEG) or .npz sample in ``inputs``, via the bundle."""
-    return [label for _, label in bundle_predict.predict(bundle_dir, list(inputs))]
+def predict_bundle(bundle_dir: Path, inputs: list[Path], profile: str | None = None) -> list[str]:
+    """Class name for every image (PNG/JPEG) or .npz sample in ``inputs``, via the bundle, its
+    session built as ``profile`` (default: the bundle's default profile) configures."""
+    return [label for _, label in bundle_predict.predict(bundle_dir, list(inputs), profile)]
 
 
 def run(cfg: Params, io: StageIO) -> StageResult:
     """The `convert` stage: a verified bundle per variant, teacher and the ensemble."""
     metrics = convert_stage(cfg.convert, io.dep("quantized"), teacher_dirs(cfg, io),
                             load_prepared(io.dep("prepared")), io.out("bundles"), io.metrics,
-                            references={"student": io.dep("student")})
+                            references={"student": io.dep("student")},
+                            profiles=cfg.evaluate.profiles,
+                            default_profile=cfg.register_.policy.primary_profile)
     return StageResult(metrics=metrics, params=cfg.convert.model_dump())

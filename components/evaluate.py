@@ -1,36 +1,50 @@
 """`evaluate`: measure every candidate ONNX model on every device profile, pick one per profile.
 
 A device profile (execution providers, threads, batch size, budgets) stands for a deployment
-target. Each (candidate, profile) measurement runs in a fresh process
-(`components.evaluation.profiles`), one after the other so they never compete for cores, and
-its peak RSS is that process's own;
-a baseline process per profile (onnxruntime + data, no model) tells the model's share apart.
-A profile whose providers this onnxruntime lacks is reported under ``skipped`` with the reason.
-Per profile the selected candidate meets every budget with the best validation accuracy, ties
-going to the lower p50 latency: decisions use the val split, the test accuracy is only reported
-(choosing on test would make the reported figure optimistic). Writes the metrics JSON,
-``<out_dir>/evaluate.md`` and per profile ``<out_dir>/plots/<profile>-latency.png`` and
-``<profile>-size.png``.
+target, and each bundle's `metadata.json` may say how it runs there (``runtime.<profile>``:
+the model file, e.g. an ORT-format file optimised for it, and the session options); without
+that entry the bundle's `model.onnx` runs with today's options. Each (candidate, profile)
+measurement runs in a process of its own (`components.evaluation.profiles`), so its peak RSS
+is its own; a profile's processes time in interleaved rounds, one process at a time
+(`components.evaluation.rounds`): ``latency_ms_p50`` is the median of the rounds' p50s and
+``latency_spread_ms`` their range. A baseline process per profile (onnxruntime + data, no
+model) tells the model's share of memory apart. A profile whose providers this onnxruntime
+lacks is reported under ``skipped`` with the reason.
+
+Per profile the selection (`components.evaluation.selection`) keeps the candidates meeting
+every budget, takes the most accurate as the reference, finds the accuracy-equivalent ones by
+paired comparisons on the same val samples (``evaluate.selection_margin``) and picks the
+fastest of those, then the smallest; the reason is recorded in words. Decisions use the val
+split, the test accuracy is only reported (choosing on test would make it optimistic). Writes
+the metrics JSON (per-sample correctness packed, with Wilson intervals), ``<out_dir>/
+evaluate.md``, ``<out_dir>/predictions.json`` (every predicted label, per split) and per
+profile ``<out_dir>/plots/<profile>-latency.png`` and ``<profile>-size.png``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from components.config import DeviceProfile, EvaluateConfig, Params
-from components.core.io import atomic_dir, atomic_write_json, atomic_write_text
+from components.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
 from components.core.stage import StageIO, StageResult
 from components.evaluation.report import render_report, write_plots
-from components.evaluation.selection import check_budgets, select_candidate
+from components.evaluation.rounds import run_rounds
+from components.evaluation.selection import (
+    accuracy_interval,
+    judge_budgets,
+    select_profile,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-RESERVED = ("selected", "skipped", "baseline_rss_mb", "profiles")  # top-level keys, not candidates
-MEASURED = ("accuracy", "val_accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+RESERVED = ("selected", "selection", "skipped", "baseline_rss_mb", "profiles")  # not candidates
+BASELINE = "baseline"  # the model-less process of a profile (not a candidate name: in RESERVED)
+MEASURED = ("accuracy", "val_accuracy", "accuracy_ci", "val_accuracy_ci", "latency_ms_p50",
+            "latency_spread_ms", "latency_ms_p95", "latency_p95_spread_ms", "latency_ms_p99",
             "throughput_per_s", "size_bytes", "peak_rss_mb")
 
 
@@ -42,29 +56,35 @@ def skip_reason(profile: DeviceProfile, available: list[str]) -> str | None:
     return None
 
 
-def run_measurement(model: Path | None, test_npz: Path, profile: DeviceProfile,
-                    cfg: EvaluateConfig, val_npz: Path | None = None) -> dict[str, Any]:
-    """One `components.evaluation.profiles` process; its JSON result, or ``{"error": ...}``."""
-    cmd = [sys.executable, "-m", "components.evaluation.profiles", "--test", str(test_npz),
-           "--providers", ",".join(profile.providers), "--threads", str(profile.threads),
-           "--batch-size", str(profile.batch_size),
+def runtime_entry(model: Path, profile_name: str) -> tuple[Path, dict[str, Any]]:
+    """The file a profile runs and its session options, from the bundle's
+    ``metadata.json`` ``runtime.<profile>``; ``(model, {})`` when the bundle has none."""
+    meta = Path(model).parent / "metadata.json"
+    entry = ((read_json(meta).get("runtime") or {}).get(profile_name) if meta.is_file()
+             else None) or {}
+    options = {k: v for k, v in entry.items() if k != "model_file"}
+    # the name only: a bundle's metadata never points outside its own folder
+    file = Path(model).parent / Path(entry["model_file"]).name if entry.get("model_file") else model
+    return file, options
+
+
+def measure_command(model: Path | None, test_npz: Path, profile: DeviceProfile,
+                    cfg: EvaluateConfig, val_npz: Path | None = None,
+                    options: dict[str, Any] | None = None) -> list[str]:
+    """The `components.evaluation.profiles --serve` command of one measurement."""
+    cmd = [sys.executable, "-m", "components.evaluation.profiles", "--serve",
+           "--test", str(test_npz), "--providers", ",".join(profile.providers),
+           "--threads", str(profile.threads), "--batch-size", str(profile.batch_size),
            "--warmup", str(cfg.warmup if profile.warmup is None else profile.warmup),
-           "--runs", str(profile.runs or cfg.runs)]
+           "--runs", str(profile.runs or cfg.runs),
+           "--rounds", str(cfg.rounds)]
     if model is not None:
         cmd += ["--model", str(model)]
     if val_npz is not None:
         cmd += ["--val", str(val_npz)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              timeout=cfg.timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {cfg.timeout_s:g} s"}
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": tail[0][:500]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    if options:
+        cmd += ["--options", json.dumps(options)]
+    return cmd
 
 
 def find_candidates(bundles_dir: Path) -> dict[str, Path]:
@@ -72,19 +92,52 @@ def find_candidates(bundles_dir: Path) -> dict[str, Path]:
     return {p.parent.name: p for p in sorted(Path(bundles_dir).glob("*/model.onnx"))}
 
 
+def measure_profile(pname: str, profile: DeviceProfile, cfg: EvaluateConfig,
+                    candidates: dict[str, Path], test_npz: Path, val_npz: Path | None,
+                    ) -> tuple[dict[str, dict[str, Any]], float | None]:
+    """Every candidate's measurement on one profile (budgets judged), and the baseline RSS."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    files = {name: runtime_entry(Path(path), pname) for name, path in candidates.items()}
+    cmds = {BASELINE: measure_command(None, test_npz, profile, cfg)}
+    cmds |= {name: measure_command(file, test_npz, profile, cfg, val_npz, options)
+             for name, (file, options) in files.items() if file.is_file()}
+    results = run_rounds(cmds, env, cfg.rounds, cfg.timeout_s,
+                         untimed=frozenset({BASELINE}))
+    baseline = results.pop(BASELINE).get("peak_rss_mb")
+    out = {}
+    for name, (file, _) in files.items():
+        m = results.get(name) or {"error": f"{file.name} not found in the bundle"}
+        m["model_file"] = file.name
+        m["size_bytes"] = file.stat().st_size if file.is_file() else None
+        m["val_accuracy_ci"] = accuracy_interval(m, "val")
+        m["accuracy_ci"] = accuracy_interval(m, "test")
+        for key in MEASURED:
+            m.setdefault(key, None)
+        m["model_rss_mb"] = (m["peak_rss_mb"] - baseline
+                             if m["peak_rss_mb"] is not None and baseline else None)
+        m["failed_budgets"], m["budget_margin"] = judge_budgets(m, profile.budgets)
+        m["meets_budget"] = not m["failed_budgets"]
+        out[name] = m
+    return out, baseline
+
+
 def evaluate_stage(cfg: EvaluateConfig, candidates: dict[str, Path], prepared_dir: Path,
                    out_dir: Path, metrics_path: Path) -> dict[str, Any]:
     """Measure every candidate on every profile; write metrics, report and plots; return metrics.
 
-    Metrics: ``{candidate: {profile: {accuracy, latency_ms_p50/p95/p99, throughput_per_s,
-    size_bytes, peak_rss_mb, model_rss_mb, meets_budget, failed_budgets}}, "selected":
-    {profile: name | None}, "skipped": {profile: reason}, "baseline_rss_mb": {profile: MiB}}``.
+    Metrics: ``{candidate: {profile: {accuracy, val_accuracy, accuracy_ci, val_accuracy_ci,
+    val_correct, test_correct, latency_ms_p50/p95/p99, latency_spread_ms, latency_p95_spread_ms,
+    throughput_per_s, size_bytes, model_file, peak_rss_mb, model_rss_mb, meets_budget,
+    failed_budgets, budget_margin}}, "selected": {profile: name | None}, "selection": {profile:
+    {reference, equivalent, chosen, reason}}, "skipped": {profile: reason}, "baseline_rss_mb":
+    {profile: MiB}}``.
     """
     import onnxruntime as ort
 
     if not candidates:
         raise ValueError("evaluate: no candidate models")
-    clash = sorted(set(candidates) & set(RESERVED))
+    clash = sorted(set(candidates) & {*RESERVED, BASELINE})
     if clash:
         raise ValueError(f"evaluate: candidate names {clash} are reserved metrics keys")
     missing = [str(p) for p in candidates.values() if not Path(p).is_file()]
@@ -96,31 +149,29 @@ def evaluate_stage(cfg: EvaluateConfig, candidates: dict[str, Path], prepared_di
     val_npz = Path(prepared_dir) / "val.npz"
     val_npz = val_npz if val_npz.is_file() else None
     available = list(ort.get_available_providers())
+    margin = cfg.selection_margin
     metrics: dict[str, Any] = {name: {} for name in candidates}
-    metrics.update(selected={}, skipped={}, baseline_rss_mb={})
+    metrics.update(selected={}, selection={}, skipped={}, baseline_rss_mb={})
+    predictions: dict[str, dict[str, Any]] = {name: {} for name in candidates}
     for pname, profile in cfg.profiles.items():
         reason = skip_reason(profile, available)
         if reason:
             metrics["skipped"][pname] = reason
             metrics["selected"][pname] = None
             continue
-        base = run_measurement(None, test_npz, profile, cfg)
-        baseline = base.get("peak_rss_mb")
-        metrics["baseline_rss_mb"][pname] = baseline
-        for name, path in candidates.items():
-            m = run_measurement(Path(path), test_npz, profile, cfg, val_npz)
-            m["size_bytes"] = Path(path).stat().st_size
-            for key in MEASURED:
-                m.setdefault(key, None)
-            m["model_rss_mb"] = (m["peak_rss_mb"] - baseline
-                                 if m["peak_rss_mb"] is not None and baseline else None)
-            m["failed_budgets"] = check_budgets(m, profile.budgets)
-            m["meets_budget"] = not m["failed_budgets"]
+        measured, metrics["baseline_rss_mb"][pname] = measure_profile(
+            pname, profile, cfg, candidates, test_npz, val_npz)
+        for name, m in measured.items():
+            predictions[name][pname] = {split: m.pop(f"{split}_predictions", None)
+                                        for split in ("val", "test")}
             metrics[name][pname] = m
-        metrics["selected"][pname] = select_candidate(
-            {n: metrics[n][pname] for n in candidates})
+        pick = select_profile(measured, margin)
+        metrics["selection"][pname] = pick
+        metrics["selected"][pname] = pick["chosen"]
     with atomic_dir(out_dir) as tmp:
         atomic_write_text(tmp / "evaluate.md", render_report(metrics, cfg, list(candidates)))
+        # compact: one list of labels per candidate, profile and split (~25 kB on the default)
+        atomic_write_text(tmp / "predictions.json", json.dumps(predictions, sort_keys=True))
         write_plots(metrics, cfg, list(candidates), tmp / "plots")
     atomic_write_json(metrics_path, metrics)
     return metrics

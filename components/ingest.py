@@ -1,10 +1,11 @@
 """The `ingest` stage: one labelled image source in, the prepared dataset
 (`components.core.data`) out.
 
-Loads the configured source (`components.sources.SOURCES`), scales pixels by `max_value` to
-float32, optionally caps each class, splits stratified and deterministically by seed, computes
-normalisation statistics on the training split only, and writes `train.npz`, `val.npz`,
-`test.npz` and `manifest.json` into `out_dir` as one atomic folder swap.
+Loads the configured source (`components.sources.SOURCES`), optionally resizes every image
+(`resize_images`), scales pixels by `max_value` to float32, optionally caps each class, splits
+stratified and deterministically by seed, computes normalisation statistics on the training
+split only, and writes `train.npz`, `val.npz`, `test.npz` and `manifest.json` into `out_dir` as
+one atomic folder swap.
 
 The split files are byte-reproducible: `np.savez_compressed` writes its members through
 `ZipFile.open(name, "w")`, which stamps the fixed 1980-01-01 ZipInfo date rather than the clock,
@@ -52,6 +53,38 @@ def limit_per_class(labels: np.ndarray, limit: int | None, seed: int) -> np.ndar
         idx = np.flatnonzero(labels == c)
         keep.append(rng.choice(idx, size=limit, replace=False) if len(idx) > limit else idx)
     return np.sort(np.concatenate(keep))
+
+
+def resize_images(images: np.ndarray, size: list[int] | tuple[int, int]
+                  ) -> tuple[np.ndarray, list[list[int]]]:
+    """Every (C, H, W) image of ``images`` resized to ``size`` = (H, W), bilinear per channel.
+
+    ``images`` is (N, C, H, W), or a 1-d object array of (C, H, W) arrays of mixed sizes. Works
+    on the raw values (Pillow mode "F", float32), before any scaling, so nothing is rounded to
+    uint8. Returns the float32 (N, C, H, W) stack and the sorted distinct original shapes.
+    """
+    from PIL import Image
+
+    h, w = int(size[0]), int(size[1])
+    items = list(images)
+    shapes = sorted({tuple(int(d) for d in a.shape) for a in items})
+    if images.dtype != object and all(s[1:] == (h, w) for s in shapes):
+        return images, [list(s) for s in shapes]  # already that size: the values as they are
+    out = np.empty((len(items), shapes[0][0] if shapes else 1, h, w), dtype=np.float32)
+    for i, img in enumerate(items):
+        if img.shape[0] != out.shape[1]:
+            raise ValueError(f"image {i} has {img.shape[0]} channels, others {out.shape[1]}")
+        for c, channel in enumerate(np.asarray(img, dtype=np.float32)):
+            pic = Image.fromarray(np.ascontiguousarray(channel)).resize(
+                (w, h), Image.Resampling.BILINEAR)
+            out[i, c] = np.asarray(pic, dtype=np.float32)
+    finite = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in items])
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        # the filter's weights are convex, but their float sum can overshoot by an ulp; NaN and
+        # inf pass through np.clip for `validate` to report
+        np.clip(out, finite.min(), finite.max(), out=out)
+    return out, [list(s) for s in shapes]
 
 
 def _class_counts(n: int, val: float, test: float) -> tuple[int, int]:
@@ -103,7 +136,13 @@ def ingest(cfg: IngestConfig, out_dir: str | Path) -> IngestResult:
     raw = load_source(cfg)
     max_value = float(cfg.max_value or raw.max_value)
     keep = limit_per_class(raw.labels, cfg.limit_per_class, cfg.seed)
-    x = raw.images[keep].astype(np.float32) / np.float32(max_value)  # (N, C, H, W) float32
+    images, original_shapes = raw.images[keep], None
+    if cfg.resize is not None:
+        images, original_shapes = resize_images(images, cfg.resize)
+    elif images.dtype == object:
+        raise ValueError(f"{cfg.source} source {cfg.path or ''}: images of different sizes "
+                         "need `ingest.resize`")
+    x = images.astype(np.float32) / np.float32(max_value)  # (N, C, H, W) float32
     y, ids = raw.labels[keep].astype(np.int64), raw.ids[keep].astype(str)
     splits = stratified_split(y, cfg.split.val, cfg.split.test, cfg.seed)
     for name, idx in splits.items():
@@ -121,6 +160,8 @@ def ingest(cfg: IngestConfig, out_dir: str | Path) -> IngestResult:
             path = atomic_save_npz(tmp / f"{name}.npz", x=x[idx], y=y[idx], ids=ids[idx])
             split_info[name] = _split_summary(y[idx], raw.classes, sha256_file(path))
         manifest = _manifest(cfg, raw, max_value, shape, stats, split_info)
+        if cfg.resize is not None:  # only then, so that a run without resize is unchanged
+            manifest["resize"] = {"size": list(cfg.resize), "original_shapes": original_shapes}
         atomic_write_json(tmp / "manifest.json", manifest)
     return IngestResult(
         out_dir=out_dir,

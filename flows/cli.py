@@ -16,6 +16,25 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distillery: small, fast, verified models from a labelled image dataset.")
 
+# Off unless the user turns them on (set any of these in the environment to override).
+QUIET_DEFAULTS = {
+    "DO_NOT_TRACK": "1",  # Prefect's and others' usage telemetry
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Prefect's temporary server must start within this; 20 s (its default) is missed on a
+    # busy 2-core machine while the stage workers import torch
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
+@app.callback()
+def _defaults() -> None:
+    """Distillery: small, fast, verified models from a labelled image dataset."""
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 # Errors a user can act on: print the message, not a traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
 

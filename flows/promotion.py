@@ -1,7 +1,9 @@
 """Promotion: judge the latest registration against `@champion` and move the aliases.
 
 `promote` judges the version selected for the primary profile with `components.gates.decide`
-against the `@champion`'s recorded metrics and moves aliases: `@challenger` when the gates pass,
+against the `@champion`'s recorded metrics (paired on the same val samples when both versions
+recorded their per-sample correctness, `val_correct`; else on the point values, and the
+decision says which) and moves aliases: `@challenger` when the gates pass,
 `@champion` only on a champion decision. Every decision is recorded on the version; re-running it
 writes nothing new. `promote_version` (by hand) and `rollback` keep `distillery.previous_champion`
 on each champion so a rollback can walk back.
@@ -163,12 +165,21 @@ def _record(client: Any, mv: Any, decision: Decision) -> None:
             f"`{c.get('profile', '-')}`: candidate v{c.get('candidate_version')} "
             f"{_num(c.get('candidate'))} vs champion v{c.get('champion_version')} "
             f"{_num(c.get('champion'))} (improvement {_num(c.get('improvement'))}, needed > "
-            f"{_num(c.get('min_improvement'))}).\n" + "".join(f"- {r}\n" for r in decision.reasons))
+            f"{_num(c.get('min_improvement'))}; {_how(c)}).\n"
+            + "".join(f"- {r}\n" for r in decision.reasons))
     head = (mv.description or "").split(DECISION_HEADING)[0]
     description = head[: DESCRIPTION_LIMIT - len(DECISION_HEADING) - len(text)]
     description += DECISION_HEADING + text
     if mv.description != description[:DESCRIPTION_LIMIT]:
         client.update_model_version(name, version, description[:DESCRIPTION_LIMIT])
+
+
+def _how(compared: dict[str, Any]) -> str:
+    """How the two were compared: paired (n samples, the gain's 95% lower bound) or by point."""
+    if compared.get("paired"):
+        return (f"paired on {compared.get('n')} samples, 95% lower bound of the improvement "
+                f"{_num(compared.get('gain_lower'))}")
+    return "point comparison" if compared.get("paired") is False else "not compared"
 
 
 def _move_champion(client: Any, name: str, version: str, previous: Any) -> None:

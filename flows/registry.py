@@ -39,7 +39,10 @@ DESCRIPTION_LIMIT = 5000  # the SQL registry's column size
 PARENT_VARIANT = {"student": "", "fp32": "student"}
 KEPT_METRICS = ("accuracy", "val_accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
                 "throughput_per_s", "size_bytes", "peak_rss_mb", "model_rss_mb",
-                "meets_budget", "failed_budgets")
+                "meets_budget", "failed_budgets", "val_accuracy_ci", "accuracy_ci",
+                "latency_spread_ms", "latency_p95_spread_ms", "model_file",
+                # per-sample correctness (packed bits): promotion compares paired on them
+                "val_correct", "test_correct")
 
 
 def _client() -> Any:
@@ -170,12 +173,27 @@ def predict_logits(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _by_alias(client: Any, name: str, alias: str) -> Any:
+    """The version ``alias`` points to; None only when the registry says there is none.
+
+    Fails closed: any other registry error (a locked database, a server down) propagates, so
+    a transient error never reads as "there is no champion" and promotes over it.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        if _is_missing_alias(e, alias):
+            return None
+        raise
+
+
+def _is_missing_alias(error: Any, alias: str) -> bool:
+    """The registry's own "no such model" or "no such alias" answer (SQL and REST stores)."""
+    if error.error_code == "RESOURCE_DOES_NOT_EXIST":  # no model of that name (yet)
+        return True
+    return error.error_code == "INVALID_PARAMETER_VALUE" and f"alias {alias} not found" in str(
+        error)
 
 
 def _all_versions(client: Any, name: str) -> list[Any]:

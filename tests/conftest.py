@@ -9,7 +9,9 @@ import pytest
 from components.core.data import Dataset
 from tests.helpers_data import make_dataset
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+for _key, _value in {"GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                     "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+    os.environ.setdefault(_key, _value)  # no telemetry from the suite either
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from components.config.architectures import (
     ResNetConfig,
 )
 from components.config.base import Section, TrainingConfig, plugin_names
-from components.config.compression import PruneConfig, QuantizeConfig
 from components.config.data import IngestConfig, SplitConfig, ValidateConfig
 from components.config.deployment import Budgets, ConvertConfig, DeviceProfile, EvaluateConfig
 from components.config.params import (
@@ -21,6 +20,8 @@ from components.config.params import (
     merge_params,
     parse_params,
 )
+from components.config.prune import PruneConfig
+from components.config.quantize import QuantizeConfig
 from components.config.registry import (
     HIGHER_IS_BETTER,
     NotifyConfig,

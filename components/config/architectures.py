@@ -3,6 +3,11 @@
 Configs list every layer width explicitly so that a pruned model is just the same architecture
 with smaller widths: rebuilding it needs only the config, never a pickled module. The `arch`
 discriminator of each config is a key of `ARCHITECTURES` (tested).
+
+Pooling may be `"auto"`: resolved when the model is built, from the input shape alone (which
+every checkpoint stores), so an `"auto"` config always rebuilds the same model for the same
+input. `"auto"` pools 2x2 after each block until the feature map is at most `AUTO_POOL_SIZE`
+on each side, so compute and head size follow the image size instead of growing with it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+AUTO_POOL_SIZE = 4  # "auto" pools until the feature map is at most this on each side
+
+Auto = Literal["auto"]
 
 
 class _ArchConfig(BaseModel):
@@ -27,15 +36,28 @@ class MLPConfig(_ArchConfig):
 
 
 class CNNConfig(_ArchConfig):
-    """Plain VGG-style CNN: conv3x3-BN-ReLU blocks, 2x2 max-pool after the first `pools`."""
+    """Plain VGG-style CNN: conv3x3-BN-ReLU blocks, 2x2 max-pool after the first `pools`.
+
+    A `flatten` head first average-pools a map larger than `flatten_size` down to at most
+    `flatten_size` per side, so the classifier's inputs stay bounded on large images.
+    """
 
     arch: Literal["cnn"] = "cnn"
     channels: list[Annotated[int, Field(gt=0)]] = Field(
         default=[64, 128], min_length=1, description="Output channels of each conv block."
     )
-    pools: int = Field(default=2, ge=0, description="Max-pool (2x2) after this many first blocks.")
+    pools: Annotated[int, Field(ge=0)] | Auto = Field(
+        default=2,
+        description='Max-pool (2x2) after this many first blocks; "auto": until the map is <= 4x4.',
+    )
     head: Literal["gap", "flatten"] = Field(
         default="gap", description="Global average pooling or flatten before the classifier."
+    )
+    flatten_size: int | None = Field(
+        default=AUTO_POOL_SIZE,
+        gt=0,
+        description="`flatten` head: average-pool a larger map to at most this per side first; "
+        "null: flatten the map whatever its size.",
     )
     hidden: int = Field(default=0, ge=0, description="Hidden units before the classifier, 0: none.")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout before the classifier.")
@@ -49,8 +71,10 @@ class ResNetConfig(_ArchConfig):
     blocks: list[Annotated[int, Field(gt=0)]] = Field(
         default=[32, 32, 32], min_length=1, description="Inner channels of each residual block."
     )
-    pool_after: list[Annotated[int, Field(ge=0)]] = Field(
-        default=[0], description="Indices of blocks followed by a 2x2 max-pool."
+    pool_after: list[Annotated[int, Field(ge=0)]] | Auto = Field(
+        default=[0],
+        description='Indices of blocks followed by a 2x2 max-pool; "auto": the first blocks, '
+        "until the map is <= 4x4.",
     )
 
 
@@ -62,7 +86,10 @@ class DSCNNConfig(_ArchConfig):
     channels: list[Annotated[int, Field(gt=0)]] = Field(
         default=[32, 48], min_length=1, description="Pointwise output channels of each DS block."
     )
-    pools: int = Field(default=2, ge=0, description="Max-pool (2x2) after this many first stages.")
+    pools: Annotated[int, Field(ge=0)] | Auto = Field(
+        default=2,
+        description='Max-pool (2x2) after this many first stages; "auto": until the map is <= 4x4.',
+    )
 
 
 ArchConfig = Annotated[

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from components.config.base import Section, plugin_names
+
+Size = Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=2)]  # [H, W]
 
 
 class SplitConfig(Section):
@@ -38,6 +40,11 @@ class IngestConfig(Section):
         default=None,
         gt=0,
         description="Pixel value that maps to 1.0; default: the source's (16 digits, 255 else).",
+    )
+    resize: Size | None = Field(
+        default=None,
+        description="[H, W]: resize every image to H x W (bilinear, on the raw values, "
+        "before scaling), so sources of mixed sizes ingest; null: keep the source's size.",
     )
     split: SplitConfig = SplitConfig()
     seed: int = Field(default=0, description="Seed of the stratified split.")

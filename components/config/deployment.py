@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from components.config.base import Section
@@ -47,6 +49,33 @@ class DeviceProfile(Section):
     warmup: int | None = Field(default=None, ge=0, description="Untimed calls; default: global.")
     runs: int | None = Field(default=None, gt=0, description="Timed calls; default: global.")
     budgets: Budgets = Budgets()
+    isa: Literal["auto", "x86-avx512", "x86", "arm64"] = Field(
+        default="auto",
+        description="The target's instruction set; `auto`: this host's (measured here, the "
+        "profile stands for the device). Decides the defaults below.")
+    channel_multiple: int | None = Field(
+        default=None, gt=0,
+        description="Pruned widths are multiples of this (the runtime's channel block); "
+        "None: 16 on x86 with AVX-512, 8 otherwise.")
+    int8_formats: list[Literal["U8S8", "S8S8"]] | None = Field(
+        default=None, min_length=1,
+        description="int8 activation/weight types to try, measured; None: both on x86, "
+        "S8S8 on arm64 (ONNX Runtime's advice).")
+
+    def resolved_isa(self) -> str:
+        from components.core.host import host_isa
+
+        return host_isa() if self.isa == "auto" else self.isa
+
+    def resolved_channel_multiple(self) -> int:
+        if self.channel_multiple is not None:
+            return self.channel_multiple
+        return 16 if self.resolved_isa() == "x86-avx512" else 8
+
+    def resolved_int8_formats(self) -> list[str]:
+        if self.int8_formats is not None:
+            return list(self.int8_formats)
+        return ["S8S8"] if self.resolved_isa() == "arm64" else ["U8S8", "S8S8"]
 
 
 class EvaluateConfig(Section):
@@ -56,6 +85,14 @@ class EvaluateConfig(Section):
     warmup: int = Field(default=20, ge=0, description="Default untimed calls per measurement.")
     runs: int = Field(default=200, gt=0, description="Default timed calls per measurement.")
     timeout_s: float = Field(default=300, gt=0, description="Limit of one measuring process.")
+    rounds: int = Field(
+        default=3, ge=1,
+        description="Interleaved timing rounds per profile; `runs` are split over them and "
+        "the median of the rounds' p50s is reported.")
+    selection_margin: float = Field(
+        default=0.02, ge=0, le=1,
+        description="Largest paired val-accuracy drop (one-sided 95% upper bound, fraction) "
+        "for a candidate to count as accuracy-equivalent to the most accurate one.")
 
     @model_validator(mode="after")
     def _some_profile(self) -> EvaluateConfig:

@@ -13,9 +13,10 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from components.config.base import Section
-from components.config.compression import PruneConfig, QuantizeConfig
 from components.config.data import IngestConfig, ValidateConfig
 from components.config.deployment import ConvertConfig, EvaluateConfig
+from components.config.prune import PruneConfig
+from components.config.quantize import QuantizeConfig
 from components.config.registry import (
     NotifyConfig,
     RegisterConfig,

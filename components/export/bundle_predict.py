@@ -6,6 +6,11 @@ the model: PNG/JPEG files are converted to grey (or RGB), resized to the model's
 needed and multiplied by ``input_scale`` (1 / the dataset's max pixel value); an `.npz` holds
 ``x`` as (N, C, H, W), (N, H, W) or one image, integer pixels (scaled likewise) or floats
 already in [0, 1]. Prints ``<input>\\t<label>`` per image.
+
+``--profile NAME`` (default: the metadata's ``default_profile``) builds the session the way
+`convert` measured fastest for that device profile: ``metadata["runtime"][NAME]`` names the model
+file (which must lie inside the bundle folder), the graph optimisation level, the intra-op thread
+count and whether idle intra-op threads spin.
 """
 
 from __future__ import annotations
@@ -71,18 +76,66 @@ def load_inputs(paths: list[Path], meta: dict) -> tuple[np.ndarray, list[str]]:
     return np.concatenate(arrays).astype(np.float32), names
 
 
-def predict(bundle: str | Path, paths: list[Path]) -> list[tuple[str, str]]:
-    """(input name, class name) for every image in ``paths``."""
+LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}
+# What a bundle without a runtime section (format 1) or without CPU profiles runs with.
+FALLBACK = {"graph_optimization_level": "all", "intra_op_num_threads": 1, "allow_spinning": True}
+
+
+def runtime_entry(meta: dict, profile: str | None = None) -> dict:
+    """The session config of ``profile`` (default: ``default_profile``) from ``meta``."""
+    runtime = meta.get("runtime") or {}
+    name = profile or meta.get("default_profile")
+    if name is None:
+        return {"model_file": meta["model_file"], **FALLBACK}
+    if name not in runtime:
+        raise ValueError(f"profile `{name}` is not in this bundle's metadata.json "
+                         f"(has: {', '.join(sorted(runtime)) or 'none'})")
+    return runtime[name]
+
+
+def resolve_model_file(bundle: str | Path, name: str) -> Path:
+    """``bundle / name``, refused unless it resolves (links followed) inside ``bundle``."""
+    root = Path(bundle).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"model_file `{name}` escapes the bundle folder {root}; refusing it")
+    if not path.is_file():
+        raise FileNotFoundError(f"model_file `{name}` is not a file in {root}")
+    return path
+
+
+def session_options(entry: dict):
+    """SessionOptions holding ``entry``'s level, intra-op threads and spinning; sequential."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                          LEVELS[entry["graph_optimization_level"]])
+    so.intra_op_num_threads = int(entry["intra_op_num_threads"])
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning",
+                                "1" if entry["allow_spinning"] else "0")
+    so.log_severity_level = 3
+    return so
+
+
+def open_session(bundle: str | Path, entry: dict):
+    """A CPU InferenceSession of ``entry["model_file"]`` in ``bundle`` with ``entry``'s options."""
+    import onnxruntime as ort
+
+    path = resolve_model_file(bundle, entry["model_file"])
+    return ort.InferenceSession(str(path), sess_options=session_options(entry),
+                                providers=["CPUExecutionProvider"])
+
+
+def predict(bundle: str | Path, paths: list[Path],
+            profile: str | None = None) -> list[tuple[str, str]]:
+    """(input name, class name) for every image in ``paths``, run as ``profile`` configures."""
     bundle = Path(bundle)
     meta = load_metadata(bundle)
+    session = open_session(bundle, runtime_entry(meta, profile))
     x, names = load_inputs(paths, meta)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(bundle / meta["model_file"]), sess_options=so,
-                                   providers=["CPUExecutionProvider"])
     scores = session.run(None, {meta["input"]["name"]: x})[0]
     classes = meta["classes"]
     return [(n, str(classes[int(k)])) for n, k in zip(names, scores.argmax(1), strict=True)]
@@ -92,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="PNG/JPEG images or .npz files")
     parser.add_argument("--bundle", type=Path, default=HERE, help="bundle folder (default: here)")
+    parser.add_argument("--profile", default=None,
+                        help="device profile of metadata.json's `runtime` (default: its "
+                             "`default_profile`)")
     args = parser.parse_args(argv)
-    for name, label in predict(args.bundle, args.inputs):
+    for name, label in predict(args.bundle, args.inputs, args.profile):
         print(f"{name}\t{label}")
     return 0
 

@@ -79,28 +79,33 @@ def make_session(model: str | Path | bytes, threads: int = 1,
     return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def save_ort(src: str | Path, dst: str | Path) -> Path:
+def save_ort(src: str | Path, dst: str | Path, target: str = "portable") -> Path:
     """Convert an ONNX file to ORT format, as onnxruntime.tools.convert_onnx_models_to_ort does.
 
-    Fixed optimisations at level "all" minus the NCHWc layout transformer, which would tie the
-    file to x86 (the tool's default for a portable file). Written to a temporary name, renamed.
+    ``target="portable"``: basic (platform-independent) optimisations only, ONNX ops that any
+    build and CPU can run; a full build applies the rest when it loads the file (the tool's
+    "Runtime" style without the saved records). ``target="host"``: every optimisation at level
+    "all" including the NCHWc layout transformer (the tool's ``--target_platform amd64``), so
+    the file carries this host's x86 channel blocking and runs only on such a CPU. Written to a
+    temporary name, renamed.
     """
     import os
     import tempfile
 
     import onnxruntime as ort
 
+    level = {"portable": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+             "host": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[target]
     dst = Path(dst)
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = level
     so.log_severity_level = 3
     so.add_session_config_entry("session.save_model_format", "ORT")
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".ort", dir=dst.parent)
     os.close(fd)
     try:
         so.optimized_model_filepath = tmp
-        ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"],
-                             disabled_optimizers=["NchwcTransformer"])
+        ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
         os.replace(tmp, dst)
     finally:
         Path(tmp).unlink(missing_ok=True)

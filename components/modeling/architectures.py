@@ -4,6 +4,8 @@ Configs list every layer width explicitly so that a pruned model is just the sam
 with smaller widths: rebuilding it needs only the config, never a pickled module.
 Input to every model is an image batch scaled to [0, 1], shape (N, C, H, W); the dataset's
 normalisation (training-split mean and std) is the first layer, so exported graphs are complete.
+Pooling given as `"auto"` is resolved here from the input shape (`auto_pools`), so it needs
+nothing a checkpoint lacks; `resolve_arch` writes the resolved, explicit config.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import torch
 from torch import nn
 
 from components.config.architectures import (
+    AUTO_POOL_SIZE,
     CNNConfig,
     DSCNNConfig,
     MLPConfig,
     ResNetConfig,
 )
+
+ArchCfg = MLPConfig | CNNConfig | ResNetConfig | DSCNNConfig
 
 
 class Normalize(nn.Module):
@@ -37,6 +42,40 @@ def conv_bn(c_in: int, c_out: int, groups: int = 1, k: int = 3) -> nn.Sequential
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
+
+
+def auto_pools(h: int, w: int, max_pools: int, target: int = AUTO_POOL_SIZE) -> int:
+    """How many 2x2 pools (at most ``max_pools``) bring an (h, w) map to <= ``target`` a side."""
+    n = 0
+    while n < max_pools and max(h, w) > target and min(h, w) >= 2:
+        h, w, n = h // 2, w // 2, n + 1
+    return n
+
+
+def _pool_count(pools: int | str, h: int, w: int, blocks: int) -> int:
+    return auto_pools(h, w, blocks) if pools == "auto" else int(pools)
+
+
+def resolve_arch(cfg: ArchCfg, in_shape: tuple[int, int, int] | list[int]) -> ArchCfg:
+    """``cfg`` with `"auto"` pooling replaced by what it means at ``in_shape`` (same model)."""
+    h, w = int(in_shape[1]), int(in_shape[2])
+    if isinstance(cfg, CNNConfig | DSCNNConfig) and cfg.pools == "auto":
+        return cfg.model_copy(update={"pools": auto_pools(h, w, len(cfg.channels))})
+    if isinstance(cfg, ResNetConfig) and cfg.pool_after == "auto":
+        return cfg.model_copy(update={"pool_after": list(range(auto_pools(h, w, len(cfg.blocks))))})
+    return cfg
+
+
+def _bounding_pool(h: int, w: int, size: int | None) -> tuple[nn.Module | None, int, int]:
+    """An average pool taking an (h, w) map to at most ``size`` a side, or None if it fits.
+
+    A fixed kernel (ceil(h / size)), not `AdaptiveAvgPool2d`: the TorchScript ONNX exporter
+    refuses adaptive pooling to a size that does not divide the input (7x7 -> 4x4).
+    """
+    if size is None or (h <= size and w <= size):
+        return None, h, w
+    kh, kw = -(-h // size), -(-w // size)
+    return nn.AvgPool2d((kh, kw), stride=(kh, kw)), h // kh, w // kw
 
 
 class MLP(nn.Module):
@@ -61,9 +100,10 @@ class CNN(nn.Module):
         super().__init__()
         c, h, w = in_shape
         layers: list[nn.Module] = []
+        pools = _pool_count(cfg.pools, h, w, len(cfg.channels))
         for i, out in enumerate(cfg.channels):
             layers.append(conv_bn(c, out))
-            if i < cfg.pools and min(h, w) >= 2:
+            if i < pools and min(h, w) >= 2:
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             c = out
@@ -71,7 +111,8 @@ class CNN(nn.Module):
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
             width = c
         else:
-            layers.append(nn.Flatten())
+            bound, h, w = _bounding_pool(h, w, cfg.flatten_size)
+            layers += ([bound] if bound else []) + [nn.Flatten()]  # (N, C, h, w) -> (N, C*h*w)
             width = c * h * w
         if cfg.hidden:
             layers += [nn.Linear(width, cfg.hidden), nn.ReLU(inplace=True)]
@@ -102,10 +143,11 @@ class ResNet(nn.Module):
     def __init__(self, cfg: ResNetConfig, in_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
         self.stem = conv_bn(in_shape[0], cfg.width)
+        pool_after = resolve_arch(cfg, in_shape).pool_after
         layers: list[nn.Module] = []
         for i, inner in enumerate(cfg.blocks):
             layers.append(BasicBlock(cfg.width, inner))
-            if i in cfg.pool_after:
+            if i in pool_after:
                 layers.append(nn.MaxPool2d(2))
         self.blocks = nn.Sequential(*layers)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -121,10 +163,11 @@ class DSCNN(nn.Module):
         h, w = in_shape[1:]
         layers: list[nn.Module] = [conv_bn(in_shape[0], cfg.stem)]
         c = cfg.stem
+        pools = _pool_count(cfg.pools, h, w, len(cfg.channels))
         for i, out in enumerate(cfg.channels):
             # depthwise 3x3 (spatial), then pointwise 1x1 (channel mixing)
             layers += [conv_bn(c, c, groups=c), conv_bn(c, out, k=1)]
-            if i < cfg.pools and min(h, w) >= 2:
+            if i < pools and min(h, w) >= 2:
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             c = out
@@ -157,7 +200,7 @@ class Classifier(nn.Module):
 
 
 def build_model(
-    cfg: MLPConfig | CNNConfig | ResNetConfig | DSCNNConfig,
+    cfg: ArchCfg,
     in_shape: tuple[int, int, int] | list[int],
     num_classes: int,
     mean: float = 0.0,

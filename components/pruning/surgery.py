@@ -142,7 +142,8 @@ def max_ratio(groups: list[Group]) -> float:
 def candidate_ratios(groups: list[Group]) -> list[float]:
     """Sorted ratios at which some group loses one more channel (0 first, all below max_ratio).
 
-    Model size only changes at these points, so a search over them is exact.
+    Model size only changes at these points, so a search over them is exact (rounding to a
+    channel block, `round_width`, only merges some of them).
     """
     top = max_ratio(groups)
     # int(r * s + 0.5) steps from n - 1 to n at r = (n - 0.5) / s; nudge past float error
@@ -150,9 +151,28 @@ def candidate_ratios(groups: list[Group]) -> list[float]:
     return [0.0] + sorted(r for r in points if r <= top)
 
 
-def kept_sizes(groups: list[Group], ratio: float) -> dict[tuple[str | int, ...], int]:
-    """Config field path -> channels kept, for ``ratio``."""
-    return {g.field: g.size - channels_to_remove(g, ratio) for g in groups}
+def round_width(kept: int, size: int, round_to: int | None) -> int:
+    """``kept`` of a layer's ``size`` channels, rounded to the runtime's channel block.
+
+    ONNX Runtime's CPU kernels work in blocks of ``round_to`` channels (16 with AVX-512): a
+    width between two multiples pays for the next one up. The result is the nearest of the
+    multiples of the block in [block, size] and ``size`` itself (ties keep more); a layer of
+    one block or less is left whole. ``None`` or 1: no rounding.
+    """
+    if not round_to or round_to == 1 or kept >= size:
+        return min(kept, size)
+    if size <= round_to:
+        return size
+    lower = max(round_to, kept // round_to * round_to)
+    upper = min(size, lower + round_to)
+    return upper if kept - lower >= upper - kept else lower
+
+
+def kept_sizes(groups: list[Group], ratio: float, round_to: int | None = None
+               ) -> dict[tuple[str | int, ...], int]:
+    """Config field path -> channels kept, for ``ratio`` (widths rounded to ``round_to``)."""
+    return {g.field: round_width(g.size - channels_to_remove(g, ratio), g.size, round_to)
+            for g in groups}
 
 
 def _expand(keep: torch.Tensor, per_channel: int) -> torch.Tensor:
@@ -172,13 +192,14 @@ def resize_config(cfg: Any, sizes: dict[tuple[str | int, ...], int]) -> Any:
 
 
 def apply_pruning(model: Classifier, cfg: Any, in_shape: tuple[int, int, int], num_classes: int,
-                  groups: list[Group], scores: list[torch.Tensor], ratio: float
-                  ) -> tuple[Classifier, Any]:
-    """Remove the ``ratio`` lowest-scoring channels of every group; rebuild and load the rest."""
+                  groups: list[Group], scores: list[torch.Tensor], ratio: float,
+                  round_to: int | None = None) -> tuple[Classifier, Any]:
+    """Remove the ``ratio`` lowest-scoring channels of every group (kept widths rounded to
+    ``round_to``, see `round_width`); rebuild and load the rest."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    sizes = {}
+    sizes = kept_sizes(groups, ratio, round_to)
     for g, score in zip(groups, scores, strict=True):
-        n_keep = g.size - channels_to_remove(g, ratio)
+        n_keep = sizes[g.field]
         # stable order: kept channels stay in their original order, so ratio 0 is the identity
         keep = torch.argsort(score, descending=True, stable=True)[:n_keep].sort().values
         for name in g.producers + g.norms + g.followers:
@@ -188,7 +209,6 @@ def apply_pruning(model: Classifier, cfg: Any, in_shape: tuple[int, int, int], n
         for name, per_channel in g.consumers:
             w = state[f"{name}.weight"]
             state[f"{name}.weight"] = w.index_select(1, _expand(keep, per_channel))
-        sizes[g.field] = n_keep
     new_cfg = resize_config(cfg, sizes)
     new = build_model(new_cfg, in_shape, num_classes,
                       float(model.norm.mean), float(model.norm.std))

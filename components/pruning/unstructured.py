@@ -7,13 +7,15 @@ dense runtimes (PyTorch, ONNX Runtime CPU) gain no speed and the file no size fr
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from components.modeling.architectures import Classifier
-from components.pruning.search import Evaluate, Finetune, PruneResult, run_steps
+from components.pruning.latency import LatencyProbe
+from components.pruning.search import Evaluate, Finetune, Proposal, PruneResult, run_steps
 
 DENSE_NOTE = ("unstructured sparsity: weights are zeroed but stored dense; dense runtimes "
               "(PyTorch, ONNX Runtime CPU) gain no speed and the file no size from it")
@@ -30,7 +32,8 @@ def measure_sparsity(model: nn.Module) -> float:
     return float(sum(int((w == 0).sum()) for w in ws) / total) if total else 0.0
 
 
-def prune_unstructured(model: Classifier, sparsity: float, finetune: Finetune | None = None
+def prune_unstructured(model: Classifier, sparsity: float,
+                       finetune: Callable[[nn.Module], None] | None = None
                        ) -> tuple[Classifier, float]:
     """Zero the globally smallest-|w| ``sparsity`` share of conv/linear weights (on a copy).
 
@@ -52,16 +55,24 @@ def prune_unstructured(model: Classifier, sparsity: float, finetune: Finetune | 
 
 def search_sparsity(model: Classifier, arch: Any, in_shape: tuple[int, int, int], *,
                     evaluate: Evaluate, sparsity: float, steps: int = 1,
-                    finetune: Finetune | None = None, max_accuracy_drop: float = 0.01
-                    ) -> PruneResult:
-    """Raise sparsity to ``sparsity`` in ``steps`` equal steps; keep the sparsest within budget."""
+                    finetune: Finetune | None = None, max_accuracy_drop: float = 0.01,
+                    seeds: int = 1, evaluate_test: Evaluate | None = None,
+                    latency: LatencyProbe | None = None) -> PruneResult:
+    """Raise sparsity to ``sparsity`` in ``steps`` equal steps; keep the sparsest that
+    `select_step` accepts (each step's fine-tune repeated over ``seeds``)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
 
-    def step(current: Classifier, cur_arch: Any, k: int):
+    def step(current: Classifier, cur_arch: Any, k: int) -> Proposal:
         goal = sparsity * k / steps
-        # already-zero weights are the smallest, so `goal` of ALL weights is the cumulative share
-        pruned, achieved = prune_unstructured(current, goal, finetune)
-        return pruned, cur_arch, goal, goal, achieved, ""
 
-    return run_steps(model, arch, in_shape, steps, step, evaluate, max_accuracy_drop, "weights")
+        # already-zero weights are the smallest, so `goal` of ALL weights is the cumulative share
+        def tune(seed: int) -> Classifier:
+            seeded = None if finetune is None else (lambda m: finetune(m, seed))
+            return prune_unstructured(current, goal, seeded)[0]
+
+        return Proposal(tune, cur_arch, goal, goal)
+
+    return run_steps(model, arch, in_shape, steps, step, evaluate, max_drop=max_accuracy_drop,
+                     target="weights", reduction=lambda m, _t: measure_sparsity(m), seeds=seeds,
+                     evaluate_test=evaluate_test, latency=latency)

@@ -17,7 +17,9 @@ from components.core.io import sha256_bytes, sha256_file
 
 @dataclass
 class RawData:
-    images: np.ndarray  # (N, C, H, W) raw source values, unscaled, NaN/inf kept
+    # (N, C, H, W) raw source values, unscaled, NaN/inf kept; or an (N,) object array of
+    # (C, H, W) when sizes differ (only with ingest.resize)
+    images: np.ndarray
     labels: np.ndarray  # (N,) int64 in 0..len(classes)-1
     ids: np.ndarray  # (N,) str: where each sample came from
     classes: list[str]

@@ -44,20 +44,16 @@ def load(cfg: IngestConfig) -> RawData:
     if not read:
         raise ValueError(f"{root}: no readable .png/.jpg/.jpeg images in {classes}")
 
-    # the most common size wins; ties go to the first seen (files are visited in sorted order)
-    majority = Counter(a.shape for _, _, a in read).most_common(1)[0][0]
-    kept = []
-    for rel, label, arr in read:
-        if arr.shape != majority:
-            rejected.append({
-                "id": rel,
-                "reason": f"image is {arr.shape[0]}x{arr.shape[1]} (HxW) but the majority "
-                f"size is {majority[0]}x{majority[1]}",
-            })
-        else:
-            kept.append((rel, label, arr))
+    if cfg.resize is not None:  # ingest resizes every image: sizes may differ
+        images = np.empty(len(read), dtype=object)  # (N,) of (1, H_i, W_i) uint8
+        for i, (_, _, a) in enumerate(read):
+            images[i] = a[None, :, :]
+        kept = read
+    else:
+        kept = _majority_size(read, rejected)
+        images = np.stack([a for _, _, a in kept])[:, None, :, :]  # (N, 1, H, W) uint8
     return RawData(
-        images=np.stack([a for _, _, a in kept])[:, None, :, :],  # (N, 1, H, W) uint8
+        images=images,
         labels=np.array([lab for _, lab, _ in kept], dtype=np.int64),
         ids=np.array([rel for rel, _, _ in kept]),
         classes=classes,
@@ -65,3 +61,21 @@ def load(cfg: IngestConfig) -> RawData:
         source_sha256=sha256_tree(root),
         rejected=rejected,
     )
+
+
+def _majority_size(read: list[tuple[str, int, np.ndarray]], rejected: list[dict[str, str]]
+                   ) -> list[tuple[str, int, np.ndarray]]:
+    """Without `ingest.resize` one size must hold: the most common wins (ties: the first seen,
+    files are visited in sorted order); the others are rejected, naming their size."""
+    majority = Counter(a.shape for _, _, a in read).most_common(1)[0][0]
+    kept = []
+    for rel, label, arr in read:
+        if arr.shape != majority:
+            rejected.append({
+                "id": rel,
+                "reason": f"image is {arr.shape[0]}x{arr.shape[1]} (HxW) but the majority "
+                f"size is {majority[0]}x{majority[1]}; set `ingest.resize` to keep it",
+            })
+        else:
+            kept.append((rel, label, arr))
+    return kept

@@ -15,6 +15,19 @@ def check_dataset(tables: dict[str, pd.DataFrame], manifest: dict, expected: lis
                   names: list[str], cfg: ValidateConfig) -> list[Record]:
     """Class shares, leakage between splits, rejected source items, manifest consistency."""
     records = []
+    present = sorted({int(k) for t in tables.values() for k in t["label"].unique()})
+    records.append(_check(
+        "at_least_two_classes", None, len(expected) >= 2 and len(present) >= 2,
+        {"declared": len(expected), "present": present},
+        f"a classifier needs at least 2 classes: {len(expected)} declared "
+        f"({_cap([_name(k, names) for k in expected], len(expected))}), "
+        f"{len(present)} present in the splits (a model labelling everything "
+        f"{_name(present[0], names) if present else '?'} would score 100%)"))
+    undeclared = sorted(k for k in present if k not in expected)
+    records.append(_check(
+        "labels_within_declared_classes", None, not undeclared,
+        {"undeclared": undeclared},
+        f"label(s) outside the declared classes {expected}: {undeclared}"))
     rejected = manifest.get("rejected", [])
     records.append(_check("no_rejected_source_items", None, not rejected, {"rejected": rejected},
                           f"the source has {len(rejected)} rejected (corrupt or unreadable) "

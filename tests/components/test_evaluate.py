@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from components.config import Budgets, DeviceProfile, EvaluateConfig, load_params
-from components.core.io import atomic_write_bytes, read_json
+from components.core.io import atomic_write_bytes, atomic_write_json, read_json
 from components.evaluate import evaluate_stage
 from tests.helpers_data import REPO, make_dataset, write_dataset
 from tests.helpers_models import band_model, export
 
 KEYS = {"accuracy", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_per_s",
-        "size_bytes", "peak_rss_mb", "meets_budget", "failed_budgets"}
+        "size_bytes", "peak_rss_mb", "meets_budget", "failed_budgets", "latency_spread_ms",
+        "latency_p95_spread_ms", "val_accuracy_ci", "accuracy_ci", "val_correct",
+        "test_correct", "budget_margin", "model_file"}
 
 
 @pytest.fixture
@@ -32,14 +34,20 @@ def test_evaluate_stage_measures_every_candidate_and_reports_skipped_gpu(
     good = export(band_model(3), tmp_path / "good.onnx")
     weak = export(band_model(1), tmp_path / "weak.onnx")  # only recognises class 0
     broken = atomic_write_bytes(tmp_path / "broken.onnx", b"not an onnx graph")
+    # a bundle whose runtime entry for `cpu` runs another file (class 0 only) with its options
+    tuned = export(band_model(3), tmp_path / "tuned" / "model.onnx")
+    export(band_model(1), tmp_path / "tuned" / "model.cpu.onnx")
+    atomic_write_json(tmp_path / "tuned" / "metadata.json", {"runtime": {"cpu": {
+        "model_file": "model.cpu.onnx", "graph_optimization_level": "basic",
+        "intra_op_num_threads": 1, "allow_spinning": False}}})
     cfg = EvaluateConfig(runs=5, warmup=1, profiles={
         "cpu": DeviceProfile(threads=1, batch_size=4,
                              budgets=Budgets(min_accuracy=0.9, max_size_bytes=100_000)),
         "gpu": DeviceProfile(providers=["CUDAExecutionProvider"], batch_size=8),
     })
     out = tmp_path / "reports" / "evaluate"
-    metrics = evaluate_stage(cfg, {"good": good, "weak": weak, "broken": broken}, prepared, out,
-                             tmp_path / "metrics" / "evaluate.json")
+    metrics = evaluate_stage(cfg, {"good": good, "weak": weak, "broken": broken, "tuned": tuned},
+                             prepared, out, tmp_path / "metrics" / "evaluate.json")
 
     assert read_json(tmp_path / "metrics" / "evaluate.json") == metrics
     for name in ("good", "weak"):
@@ -49,6 +57,11 @@ def test_evaluate_stage_measures_every_candidate_and_reports_skipped_gpu(
         assert 0 < m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"]
         assert m["size_bytes"] == Path({"good": good, "weak": weak}[name]).stat().st_size
         assert m["peak_rss_mb"] >= metrics["baseline_rss_mb"]["cpu"] > 0
+        assert m["rounds"] == 3 and m["latency_spread_ms"] >= 0
+        assert m["val_accuracy_ci"]["n"] == m["val_correct"]["n"] == 6
+        ci = m["val_accuracy_ci"]
+        assert ci["ci_low"] <= m["val_accuracy"] <= ci["ci_high"]
+        assert m["accuracy_ci"]["n"] == 6 and "val_predictions" not in m
     assert metrics["good"]["cpu"]["accuracy"] == 1.0
     assert metrics["weak"]["cpu"]["accuracy"] < 0.5
     assert metrics["good"]["cpu"]["val_accuracy"] == 1.0  # the val split is measured too
@@ -56,7 +69,17 @@ def test_evaluate_stage_measures_every_candidate_and_reports_skipped_gpu(
     failed = metrics["broken"]["cpu"]  # reported, never dropped
     assert failed["error"] and failed["accuracy"] is None and not failed["meets_budget"]
     assert failed["failed_budgets"][0].startswith("measurement failed")
+    t = metrics["tuned"]["cpu"]  # the runtime entry's file and options were measured
+    assert t["model_file"] == "model.cpu.onnx" and t["accuracy"] < 0.5
+    assert t["size_bytes"] == (tmp_path / "tuned" / "model.cpu.onnx").stat().st_size
+    assert t["session_options"]["graph_optimization_level"] == "basic"
+    assert metrics["good"]["cpu"]["model_file"] == "good.onnx"  # no metadata: as before
     assert metrics["selected"] == {"cpu": "good", "gpu": None}
+    assert metrics["selection"]["cpu"]["reference"] == "good"
+    assert "good is the most accurate within budgets" in metrics["selection"]["cpu"]["reason"]
+    predictions = read_json(out / "predictions.json")
+    assert len(predictions["good"]["cpu"]["val"]) == 6
+    assert predictions["broken"]["cpu"]["val"] is None
     assert "CUDAExecutionProvider" in metrics["skipped"]["gpu"]
     report = (out / "evaluate.md").read_text()
     assert "**good** (selected)" in report and "Skipped: CUDAExecutionProvider" in report

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from components.config import PromotionPolicy, RegisterConfig
+from components.evaluation.profiles import pack_correct
 from components.gates import decide, gate_failures
 
 EDGE = "edge-1core"
@@ -112,3 +114,61 @@ def test_policy_rejects_unknown_gates_and_keys():
         RegisterConfig(policy={"primary_profile": "edge-1core", "bogus": 1})
     with pytest.raises(ValueError):
         PromotionPolicy(min_improvement=-0.1)
+
+
+def with_correct(wrong: list[int], n: int = 600, samples: str = "val-a") -> dict:
+    """`metrics` whose val accuracy comes from per-sample correctness (wrong on ``wrong``)."""
+    correct = np.ones(n, dtype=bool)
+    correct[wrong] = False
+    out = metrics(float(correct.mean()))
+    out[EDGE]["val_correct"] = pack_correct(correct, samples)
+    return out
+
+
+def test_paired_decision_promotes_only_a_candidate_shown_better():
+    champion = with_correct(list(range(20)))
+    clearly = decide(with_correct([0, 1]), champion, PromotionPolicy())
+    assert clearly.outcome == "champion" and clearly.compared["paired"]
+    assert clearly.compared["n"] == 600 and clearly.compared["gain_lower"] > 0
+    assert "paired on 600 samples" in clearly.reasons[0]
+    # better on the point value (19 vs 20 errors): the point rule would promote it, the
+    # paired one keeps the champion because the interval cannot tell them apart
+    barely = decide(with_correct(list(range(19))), champion, PromotionPolicy())
+    assert barely.outcome == "challenger"
+    assert "interval too wide to decide: the champion stays" in barely.reasons[0]
+    assert decide(metrics(0.94 + 0.001), metrics(0.94), PromotionPolicy(gates={})).outcome == \
+        "champion"  # the same gain without per-sample data: the point comparison promotes
+
+
+def test_paired_max_regression_keeps_only_a_candidate_shown_within_it():
+    """A challenger must be shown at most max_regression worse: a wide interval rejects."""
+    policy = PromotionPolicy(max_regression=0.01)
+    champion = with_correct([])
+    assert decide(with_correct(list(range(25))), champion, policy).outcome == "rejected"
+    # 0.7 pt worse: within 1 pt on the point values, but not shown within it (upper > 1 pt)
+    slightly = decide(with_correct([0, 1, 2, 3]), champion, policy)
+    assert slightly.outcome == "rejected"
+    assert "not shown within max_regression 0.01" in slightly.reasons[0]
+    assert decide(metrics(slightly.compared["candidate"]), metrics(1.0), policy).outcome == \
+        "challenger"  # the point rule would have kept it
+    same = decide(with_correct([]), champion, policy)  # identical on 600: upper bound 0.4 pt
+    assert same.outcome == "challenger"
+
+
+def test_other_samples_or_missing_correctness_fall_back_to_the_point_comparison():
+    champion = with_correct(list(range(20)), samples="val-old")
+    d = decide(with_correct([0, 1]), champion, PromotionPolicy())
+    assert d.outcome == "champion" and d.compared["paired"] is False
+    assert any("point comparison (measured on different samples" in r for r in d.reasons)
+    d = decide(with_correct([0, 1]), metrics(0.9), PromotionPolicy())
+    assert any("point comparison (no per-sample val_correct recorded for one" in r
+               for r in d.reasons)
+
+
+def test_a_latency_gain_inside_the_measured_spreads_does_not_promote():
+    policy = PromotionPolicy(primary_metric="latency_ms_p50", gates={})
+    fast, slow = metrics(0.98, p50=0.09), metrics(0.98, p50=0.1)
+    assert decide(fast, slow, policy).outcome == "champion"  # no spreads: as before
+    fast[EDGE]["latency_spread_ms"], slow[EDGE]["latency_spread_ms"] = 0.006, 0.006
+    d = decide(fast, slow, policy)
+    assert d.outcome == "challenger" and "latency spreads 0.012 added" in d.reasons[1]

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components import ingest as ingest_module
 from components.config import IngestConfig
 from components.core.data import SPLITS, load_prepared
 from components.core.io import sha256_file
-from components.ingest import ingest, stratified_split
+from components.ingest import ingest, resize_images, stratified_split
+from components.sources import RawData
 
 MANIFEST_KEYS = {
     "source", "classes", "num_classes", "shape", "dtype", "max_value", "normalization", "seed",
@@ -154,3 +156,73 @@ def test_ingest_failure_leaves_the_previous_output_untouched(tmp_path):
 def test_ingest_with_too_few_samples_for_a_split_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="too few samples for a val split"):
         ingest(npz_cfg(write_npz(tmp_path / "d.npz", [2, 2])), tmp_path / "out")
+
+
+def test_ingest_resize_scales_digits_to_the_configured_size_deterministically(tmp_path):
+    cfg = IngestConfig(resize=[32, 32], limit_per_class=12)
+    res = ingest(cfg, tmp_path / "a")
+    ds = load_prepared(res.out_dir)
+    assert ds.in_shape == res.shape == (1, 32, 32)
+    everything = np.concatenate([ds.split(s).x for s in SPLITS])
+    assert everything.shape[1:] == (1, 32, 32) and everything.dtype == np.float32
+    assert everything.min() >= 0.0 and everything.max() <= 1.0  # [0, max_value] before scaling
+    assert everything.max() > 0.9  # bright strokes survive the interpolation
+    assert ds.manifest["resize"] == {"size": [32, 32], "original_shapes": [[1, 8, 8]]}
+    again = ingest(cfg, tmp_path / "b")
+    assert file_hashes(res.out_dir) == file_hashes(again.out_dir)
+    plain = ingest(IngestConfig(limit_per_class=12), tmp_path / "plain")
+    assert plain.data_hash != res.data_hash
+
+
+def test_ingest_without_resize_is_unchanged_and_own_size_resize_is_byte_identical(tmp_path):
+    plain = ingest(IngestConfig(limit_per_class=12), tmp_path / "plain")
+    same = ingest(IngestConfig(limit_per_class=12, resize=[8, 8]), tmp_path / "same")
+    manifest = json.loads((plain.out_dir / "manifest.json").read_text())
+    assert set(manifest) == MANIFEST_KEYS  # no `resize` entry when none is asked for
+    hashes, resized = file_hashes(plain.out_dir), file_hashes(same.out_dir)
+    assert {k: v for k, v in hashes.items() if k.endswith(".npz")} == {
+        k: v for k, v in resized.items() if k.endswith(".npz")}
+    assert plain.data_hash == same.data_hash
+
+
+def test_resize_images_interpolates_within_the_raw_range():
+    ramp = np.array([[[0.0, 16.0], [16.0, 0.0]]])  # (C=1, 2, 2), raw digits scale
+    images = np.stack([ramp, np.full((1, 2, 2), 7.0)])  # (2, 1, 2, 2)
+    out, shapes = resize_images(images, (5, 3))
+    assert out.shape == (2, 1, 5, 3) and out.dtype == np.float32 and shapes == [[1, 2, 2]]
+    assert out[0].min() >= 0.0 and out[0].max() <= 16.0
+    assert 0.0 < out[0, 0, 2, 1] < 16.0  # the middle blends both corners, no uint8 rounding
+    assert np.allclose(out[1], 7.0)  # a constant image stays constant
+
+
+def test_ingest_resize_accepts_images_of_mixed_sizes(tmp_path, monkeypatch):
+    sizes = [(6, 6), (9, 12)] * 15
+    images = np.empty(len(sizes), dtype=object)  # a source of mixed sizes: (C, H, W) each
+    for i, (h, w) in enumerate(sizes):
+        images[i] = np.full((1, h, w), 10.0 * (i % 3), np.float32)
+    raw = RawData(images=images, labels=np.arange(len(sizes)) % 3,
+                  ids=np.array([f"img:{i}" for i in range(len(sizes))]),
+                  classes=["a", "b", "c"], max_value=255.0, source_sha256="0" * 64)
+    monkeypatch.setattr(ingest_module, "load_source", lambda cfg: raw)
+    res = ingest(IngestConfig(resize=[4, 4]), tmp_path / "out")
+    ds = load_prepared(res.out_dir)
+    assert ds.in_shape == (1, 4, 4)
+    assert ds.manifest["resize"]["original_shapes"] == [[1, 6, 6], [1, 9, 12]]
+    x, y = ds.train.x, ds.train.y
+    assert np.allclose(x, (10.0 * y / 255.0)[:, None, None, None], atol=1e-6)
+    with pytest.raises(ValueError, match="different sizes need `ingest.resize`"):
+        ingest(IngestConfig(), tmp_path / "unsized")
+
+
+def test_ingest_resize_reads_an_image_folder_at_the_configured_size(tmp_path):
+    src = tmp_path / "images"
+    for c in ("a", "b"):
+        (src / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((5, 7), 60 * i, np.uint8)).save(src / c / f"{i}.png")
+    res = ingest(IngestConfig(source="imagefolder", path=str(src), resize=[10, 10]),
+                 tmp_path / "out")
+    ds = load_prepared(res.out_dir)
+    assert ds.in_shape == (1, 10, 10)
+    assert ds.manifest["resize"] == {"size": [10, 10], "original_shapes": [[1, 5, 7]]}
+    assert np.concatenate([ds.split(s).x for s in SPLITS]).max() == pytest.approx(180 / 255)

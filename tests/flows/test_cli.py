@@ -95,3 +95,18 @@ def test_repro_with_a_changed_stage_runs_dvc_repro_under_one_pipeline_run(
     assert commands == [["dvc", "repro", "distill"]]
     experiment = yaml.safe_load((project / "params.yaml").read_text())["tracking"]["experiment"]
     assert pipeline_runs == [((experiment,), {})]
+
+
+def test_every_command_runs_with_telemetry_off_unless_the_user_set_it(monkeypatch):
+    from flows import cli
+
+    for key in cli.QUIET_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DO_NOT_TRACK", "0")  # the user's own choice wins
+    result = CliRunner().invoke(cli.app, ["check", "--params", str(REPO / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    import os
+
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"
+    assert os.environ["DO_NOT_TRACK"] == "0"

@@ -106,3 +106,35 @@ def test_better_model_measured_on_other_data_is_not_auto_promoted(store, tmp_pat
     assert any("evaluated on data" in r for r in decision.reasons)
     assert aliases(client, "digits-d") == {"champion": str(old.version),
                                            "challenger": str(new.version)}
+
+
+def test_promotion_is_paired_when_the_registry_keeps_val_correctness(
+        store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from flows import registry
+
+    monkeypatch.setattr(registry, "KEPT_METRICS", (*registry.KEPT_METRICS, "val_correct"))
+    client, prepared = store["client"], store["prepared"]
+    cfg = config("digits-e", ["fp32"])
+    first_dir, first = make_bundles(tmp_path / "b1", prepared, {"fp32": 2})
+    register_variants(cfg, first_dir, first, {"data_hash": "blobs"}, prepared)
+    assert promotion.promote(cfg).outcome == "champion"
+    better_dir, better = make_bundles(tmp_path / "b2", prepared, {"fp32": 3})
+    (new,) = register_variants(cfg, better_dir, better, {"data_hash": "blobs"}, prepared)
+    decision = promotion.promote(cfg)
+    n = better["fp32"][EDGE]["val_correct"]["n"]
+    assert decision.compared["paired"] is True and decision.compared["n"] == n
+    assert decision.outcome == "champion", decision.reasons  # right on every sample it missed
+    assert f"paired on {n} samples" in decision.reasons[0]
+    assert f"paired on {n} samples" in client.get_model_version("digits-e", new.version).description
+
+
+def test_promotion_compares_paired_on_the_registered_val_predictions(store, tmp_path: Path):
+    cfg = config("digits-f", ["fp32"])
+    prepared = store["prepared"]
+    for i, seen in enumerate((2, 3)):
+        folder, metrics = make_bundles(tmp_path / f"b{i}", prepared, {"fp32": seen})
+        register_variants(cfg, folder, metrics, {"data_hash": "blobs"}, prepared)
+        decision = promotion.promote(cfg)
+    # the registry keeps each version's packed val correctness (KEPT_METRICS): paired
+    assert decision.compared["paired"] is True, decision.reasons
+    assert any("paired on" in r for r in decision.reasons)

@@ -60,3 +60,25 @@ def test_champion_loads_through_pyfunc_and_reproduces_evaluated_accuracy(store, 
     assert logits.shape == (len(test), 3) and logits.dtype == np.float32
     accuracy = float((logits.argmax(1) == test.y).mean())
     assert accuracy == metrics["fp32"][EDGE]["accuracy"] < 1.0
+
+
+def test_a_registry_error_is_not_read_as_no_champion():
+    """A transient error (database locked) propagates instead of meaning "no champion"."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+    from flows.registry import _by_alias
+
+    class Locked:
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException("(sqlite3.OperationalError) database is locked",
+                                  error_code=INTERNAL_ERROR)
+
+    class Missing:
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException(f"Registered model alias {alias} not found.",
+                                  error_code=INVALID_PARAMETER_VALUE)
+
+    with pytest.raises(MlflowException, match="database is locked"):
+        _by_alias(Locked(), "m", "champion")
+    assert _by_alias(Missing(), "m", "champion") is None

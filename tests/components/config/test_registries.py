@@ -18,7 +18,7 @@ from components.config import (
     ResNetConfig,
 )
 from components.config.architectures import ArchConfig
-from components.config.compression import VARIANTS
+from components.config.quantize import VARIANTS
 from tests.helpers_data import REPO
 
 

@@ -51,3 +51,21 @@ def test_plots_are_written_per_profile_and_kind_even_for_a_skipped_profile(tmp_p
         "cpu-latency.png", "cpu-size.png", "gpu-latency.png", "gpu-size.png"]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in written)
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_report_shows_intervals_spread_the_reason_and_near_budgets():
+    m = metrics()
+    ci = {"accuracy": 0.99, "n": 269, "ci_low": 0.973, "ci_high": 0.998, "confidence": 0.95}
+    m["good"]["cpu"].update(val_accuracy_ci=ci, accuracy_ci=ci, latency_spread_ms=0.002,
+                            model_file="model.cpu.ort", budget_margin={"latency_ms_p95": {
+                                "note": "p95 0.2 ms +- 0.01 vs budget 0.2",
+                                "verdict": "passes within the noise"}})
+    m["selection"] = {"cpu": {"reference": "weak", "chosen": "good",
+                              "reason": "good is faster than weak by more than the spread"}}
+    report = render_report(m, CFG, ["good", "weak"])
+    assert ("| **good** (selected) | 0.9900 [0.973, 0.998] n=269 | 0.9900 [0.973, 0.998] n=269 "
+            "| 0.1000 +- 0.0020 |") in report
+    assert "| weak (reference) |" in report
+    assert "ok: p95 0.2 ms +- 0.01 vs budget 0.2 (within the noise)" in report
+    assert "Model files run: model.cpu.ort" in report
+    assert "Selected: good (good is faster than weak by more than the spread)" in report

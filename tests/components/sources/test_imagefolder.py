@@ -45,3 +45,16 @@ def test_imagefolder_reads_classes_and_rejects_corrupt_and_odd_size_files(tmp_pa
 def test_imagefolder_without_class_folders_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=f"{tmp_path}: no class sub-folders"):
         load_source(cfg(tmp_path))
+
+
+def test_mixed_sizes_are_kept_for_ingest_to_resize(tmp_path):
+    for cls, size in (("a", (8, 8)), ("b", (12, 10))):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full(size, 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    raw = load_source(IngestConfig(source="imagefolder", path=str(tmp_path), resize=[8, 8]))
+    assert raw.images.dtype == object and len(raw.images) == 4 and not raw.rejected
+    assert {a.shape for a in raw.images} == {(1, 8, 8), (1, 12, 10)}
+    without = load_source(IngestConfig(source="imagefolder", path=str(tmp_path)))
+    assert len(without.images) == 2  # majority size only (a tie: the first seen)
+    assert "set `ingest.resize` to keep it" in without.rejected[0]["reason"]

@@ -62,3 +62,18 @@ def test_checks_reject_manifest_per_class_counts_that_disagree_with_arrays(prepa
     msg = check_failures(inputs)
     assert msg == ("val: manifest per-class counts differ from the arrays for class(es) "
                    "c1 (manifest 4, arrays 3)")
+
+
+def test_checks_reject_a_one_class_dataset(prepare):
+    """An image folder with a single class: every model scores 100%, so it must not pass."""
+    msg = check_failures(prepare(make_splits(classes=1), class_names=["class_7"]))
+    assert "a classifier needs at least 2 classes: 1 declared (class_7), 1 present" in msg
+
+
+def test_checks_reject_labels_outside_the_declared_classes(prepare):
+    arrays = make_splits()
+    arrays["test"]["y"][0] = 5  # declared: c0..c2
+    inputs = prepare(arrays)
+    inputs.manifest["num_classes"] = 3
+    msg = check_failures(inputs)
+    assert "label(s) outside the declared classes [0, 1, 2]: [5]" in msg

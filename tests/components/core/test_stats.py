@@ -5,7 +5,7 @@ import pytest
 from scipy import optimize
 from scipy import stats as sps
 
-from components.stats import (
+from components.core.stats import (
     Comparison,
     accuracy_summary,
     compare,
