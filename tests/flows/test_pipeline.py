@@ -107,7 +107,10 @@ def test_pipeline_runs_each_stage_once_then_skips_all(servers, tiny_repo):
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())["register"]
     register = json.loads((tiny_repo / "reports" / "register.json").read_text())
     versions, champion = registry_state(params["model_name"])
-    assert len(versions) == len(params["variants"]) == len(register["versions"])
+    # variants quantize dropped (int8 slower than fp32 at 8x8) are reported missing
+    assert len(versions) == len(register["versions"]) == \
+        len(params["variants"]) - len(register["missing"])
+    assert set(register["versions"]) | set(register["missing"]) == set(params["variants"])
     assert register["decision"]["outcome"] == "champion"
     assert champion == str(register["champion_version"])
     summary = json.loads((tiny_repo / "metrics" / "register.json").read_text())
