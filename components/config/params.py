@@ -115,11 +115,15 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return parse_params(raw, str(path))
 
 
+WHOLE = ("teachers", "student")  # keys merge_params replaces instead of merging
+
+
 def merge_params(base: dict, over: dict) -> dict:
     """Merge the raw params ``over`` into ``base`` in place (for derived runs: tiny test
-    workspaces, benchmark clones); a `teachers` mapping is replaced whole, not merged."""
+    workspaces, benchmark clones); a `teachers` mapping and an architecture (`student`) are
+    replaced whole, not merged: another architecture's keys would not fit."""
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "teachers":
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k not in WHOLE:
             merge_params(base[k], v)
         else:
             base[k] = v
