@@ -32,6 +32,8 @@ flow: setup
 
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.widths
+	$(BIN)/python -m bench.workload
 
 lint: setup
 	$(BIN)/ruff check components flows tests bench

@@ -58,5 +58,14 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+HEADER = ("# Latency against channel width (ResNet, 3 blocks, 1x32x32, ONNX Runtime, 1 thread, "
+          "batch 1)\n\n`python -m bench.widths`: interleaved rounds, median round p50. A width "
+          "just past a channel block costs about as much as the next full block.\n\n")
+
+
 if __name__ == "__main__":
-    print(render(width_sweep()))
+    from components.core.io import atomic_write_text
+
+    table = render(width_sweep())
+    atomic_write_text(Path(__file__).parent / "results" / "widths.md", HEADER + table + "\n")
+    print(table)
