@@ -43,7 +43,7 @@ WORKLOAD: dict[str, Any] = {
     },
     "distill": {"student": LARGE_STUDENT, "seeds": 1,
                 "training": {"epochs": 20, "patience": 8}},
-    "prune": {"target": "latency", "target_ratio": 0.45, "steps": 2, "finetune_epochs": 5},
+    "prune": {"target": "latency", "target_ratio": 0.45, "steps": 2, "finetune_epochs": 12},
     "register": {"policy": {"require_all_budgets": False}},
 }
 OPEN = {"max_latency_ms_p95": None, "max_size_bytes": None, "max_peak_rss_mb": None,
