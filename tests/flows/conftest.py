@@ -130,3 +130,12 @@ def apprise_inbox():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"json://127.0.0.1:{server.server_port}/notify", received
     server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway sqlite MLflow registry with a tiny prepared dataset, one per test module."""
+    from tests.flows.helpers_registry import throwaway_registry
+
+    with throwaway_registry(tmp_path_factory.mktemp("registry")) as opened:
+        yield opened

@@ -14,14 +14,7 @@ from tests.flows.helpers_registry import (
     config,
     make_bundles,
     snapshot,
-    throwaway_registry,
 )
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    with throwaway_registry(tmp_path_factory.mktemp("registry")) as opened:
-        yield opened
 
 
 def test_promote_worse_candidate_and_idempotence(store, tmp_path: Path):

@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from components.config import load_params
 from components.core.io import atomic_write_json, sha256_file
 from components.core.stage import StageIO
 from flows import register as reg
 from flows.promotion import promote
 from flows.registry import register_variants
-from tests.flows.helpers_registry import EDGE, config, make_bundles, throwaway_registry
+from tests.flows.helpers_registry import EDGE, config, make_bundles
 from tests.helpers_data import REPO
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    with throwaway_registry(tmp_path_factory.mktemp("registry")) as opened:
-        yield opened
 
 
 def test_register_stage_reuses_a_registered_version_and_keeps_its_decision(store,

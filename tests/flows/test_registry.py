@@ -13,13 +13,7 @@ from components.core.data import load_split
 from flows import registry
 from flows.promotion import promote
 from flows.registry import BATCH, METRICS, SELECTED, VARIANT
-from tests.flows.helpers_registry import EDGE, config, make_bundles, throwaway_registry
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    with throwaway_registry(tmp_path_factory.mktemp("registry")) as opened:
-        yield opened
+from tests.flows.helpers_registry import EDGE, config, make_bundles
 
 
 def test_register_variants_tags_lineage_metrics_and_writes_the_card(store, tmp_path: Path):
