@@ -65,8 +65,11 @@ start() {
     local mpid=$!
     local services=()
     [[ "${DISTILLERY_DEV_PREFECT_SERVICES:-1}" == 0 ]] && services=(--no-scheduler --no-late-runs)
+    # The UI reads its API address from /ui-settings, which defaults to port 4200 whatever
+    # --port says: point it at this server.
     PREFECT_HOME="$DIR/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
         PREFECT_SERVER_UI_ENABLED="${PREFECT_SERVER_UI_ENABLED:-true}" \
+        PREFECT_SERVER_UI_API_URL="http://127.0.0.1:$pport/api" \
         setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" \
         "${services[@]}" >"$DIR/prefect.log" 2>&1 &
     local ppid_=$!
