@@ -5,7 +5,11 @@ format, portable: basic optimisations, for minimal/mobile builds and arm64 profi
 `model.<isa>.ort` (fully optimised with this x86 host's NCHWc blocking, for the profiles that
 stand for it) where conversion succeeds, `predict.py` (onnxruntime, numpy and Pillow only) and
 `metadata.json` (input contract, classes, normalisation, opset, sha256 of every file, lineage,
-and per CPU profile the measured fastest runtime configuration, `runtime`). The ensemble
+and per CPU profile the measured fastest runtime configuration, `runtime`). Every bundled graph
+takes 8-bit pixels, ``image`` uint8 (batch, H, W, C), with cast, scaling and the NCHW transpose
+prepended inside it, and returns ``logits``, ``probabilities`` and ``label``
+(`components.export.preprocessing`); the references it is checked against are the source
+models on the same pixels (the prepared test split rounded to 8 bits). The ensemble
 outputs the mean of the teachers' softmax probabilities (as `components.ensemble` scores it),
 not logits: probabilities of different teachers share a scale, logits need not. Each bundle is
 re-loaded from disk and checked against its source (outputs within tolerance, same accuracy, and
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 from components.config import ConvertConfig, DeviceProfile, Params
-from components.core.data import Dataset, load_prepared
+from components.core.data import Dataset, Split, load_prepared
 from components.core.host import host_isa
 from components.core.io import (
     atomic_dir,
@@ -35,8 +39,8 @@ from components.core.io import (
 )
 from components.core.stage import StageIO, StageResult
 from components.export import bundle_predict
+from components.export.bundle_predict import nchw_to_pixels
 from components.export.onnx_utils import (
-    INPUT_NAME,
     ParityError,
     check_parity,
     compare_outputs,
@@ -45,6 +49,7 @@ from components.export.onnx_utils import (
     run_session,
     torch_outputs,
 )
+from components.export.preprocessing import add_preprocessing, input_contract, input_scale
 from components.export.runtime import (
     CONFIG_KEYS,
     build_ort_files,
@@ -55,7 +60,7 @@ from components.export.runtime import (
 from components.modeling.checkpoint import load_checkpoint
 from components.modeling.teachers import load_teachers, teacher_dirs
 
-BUNDLE_FORMAT = 2  # 2: per-profile `runtime`, `default_profile`, `ort_files`
+BUNDLE_FORMAT = 3  # 2: per-profile `runtime`, `default_profile`, `ort_files`; 3: uint8 input
 
 
 class AveragedSoftmax(nn.Module):
@@ -76,17 +81,30 @@ def _opset(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def pixel_splits(split: Split, scale: float) -> tuple[Split, Split]:
+    """``split`` as a bundle takes it, uint8 pixels (N, H, W, C), and as the float
+    (N, C, H, W) those pixels stand for (what the graph's Cast and Mul compute): the sources
+    are judged on the latter, so that rounding to 8 bits is no parity difference."""
+    pixels = nchw_to_pixels(split.x, scale, "prepared test split")
+    x = (pixels.astype(np.float32) * np.float32(scale)).transpose(0, 3, 1, 2)
+    return (Split(pixels, split.y, split.ids),
+            Split(np.ascontiguousarray(x), split.y, split.ids))
+
+
 def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertConfig,
                  info: dict[str, Any], reference: np.ndarray | None = None,
                  profiles: dict[str, DeviceProfile] | None = None,
                  default_profile: str | None = None) -> dict[str, Any]:
-    """Fill ``folder`` with the model, its ORT forms, predict.py and metadata.json.
+    """Fill ``folder`` with the model (``onnx_src``, float NCHW in, given the 8-bit input of
+    `add_preprocessing`), its ORT forms, predict.py and metadata.json.
 
-    With ``profiles`` and the source's test outputs ``reference``, every CPU profile's fastest
-    runtime configuration is measured (`components.export.runtime`) into ``runtime``.
+    With ``profiles`` and the source's outputs ``reference`` on the test split's pixels
+    (`pixel_splits`), every CPU profile's fastest runtime configuration is measured
+    (`components.export.runtime`) into ``runtime``.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_src, folder / "model.onnx")
+    scale = input_scale(prepared.manifest)
+    add_preprocessing(onnx_src, folder / "model.onnx", prepared.in_shape, scale)
     host = host_isa()
     cpu = cpu_profiles(profiles or {})
     targets = {"model.ort": "portable"} | dict(ort_target(p, host) for p in cpu.values())
@@ -94,10 +112,10 @@ def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertCo
     shutil.copyfile(bundle_predict.__file__, folder / "predict.py")
     runtime = {}
     if cpu and reference is not None:
-        runtime = tune_bundle(folder, cpu, ort_files, lambda n: _batch(prepared, n),
-                              _accept(reference, prepared, cfg), host)
-    c, h, w = prepared.in_shape
-    max_value = float(prepared.manifest["max_value"])
+        pixels, _ = pixel_splits(prepared.test, scale)
+        runtime = tune_bundle(folder, cpu, ort_files, lambda n: _batch(pixels, n),
+                              _accept(reference, pixels, cfg), host)
+    outputs = [o.name for o in make_session(folder / "model.onnx").get_outputs()]
     meta = {
         "format_version": BUNDLE_FORMAT,
         "model_file": "model.onnx",
@@ -105,13 +123,10 @@ def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertCo
         "ort_error": ort_errors.get("model.ort"),
         "ort_files": {f: host if t == "host" else t for f, t in ort_files.items()},
         "ort_errors": ort_errors,
-        "input": {"name": INPUT_NAME, "shape": ["batch", c, h, w], "dtype": "float32",
-                  "layout": "NCHW", "range": [0.0, 1.0], "max_value": max_value,
-                  "input_scale": 1.0 / max_value,
-                  "note": "feed raw pixels x as x * input_scale (= x / max_value); "
-                          "normalisation (mean/std) happens inside the graph"},
-        "output": {"name": make_session(folder / "model.onnx").get_outputs()[0].name,
-                   "shape": ["batch", prepared.num_classes], "kind": info.pop("output_kind")},
+        "input": input_contract(prepared.manifest),
+        "output": {"name": outputs[0], "shape": ["batch", prepared.num_classes],
+                   "kind": info.pop("output_kind")},
+        "outputs": outputs,  # logits (or the ensemble's probabilities), probabilities, label
         "normalization": {"mean": prepared.mean, "std": prepared.std, "in_graph": True},
         "classes": list(prepared.manifest["classes"]),
         "opset": _opset(folder / "model.onnx"),
@@ -128,24 +143,24 @@ def write_bundle(folder: Path, onnx_src: Path, prepared: Dataset, cfg: ConvertCo
     return meta
 
 
-def _batch(prepared: Dataset, n: int) -> np.ndarray:
-    """``n`` test images (repeated when the split is smaller), contiguous (n, C, H, W)."""
-    x = prepared.test.x
-    return np.ascontiguousarray(x[np.arange(n) % len(x)], dtype=np.float32)
+def _batch(pixels: Split, n: int) -> np.ndarray:
+    """``n`` test images (repeated when the split is smaller), contiguous uint8 (n, H, W, C)."""
+    x = pixels.x
+    return np.ascontiguousarray(x[np.arange(n) % len(x)])
 
 
-def _accept(reference: np.ndarray, prepared: Dataset, cfg: ConvertConfig):
-    """Why a session's test outputs fail the parity gates against ``reference``, or None."""
-    test = prepared.test
+def _accept(reference: np.ndarray, pixels: Split, cfg: ConvertConfig):
+    """Why a session's outputs on the test ``pixels`` fail the parity gates against
+    ``reference``, or None."""
 
     def accept(session: Any) -> str | None:
-        got = run_session(session, test.x)
-        report = compare_outputs(reference, got, test.ids)
+        got = run_session(session, pixels.x)
+        report = compare_outputs(reference, got, pixels.ids)
         if not report["max_abs_diff"] <= cfg.parity_max_abs_diff:
             return f"max |diff| {report['max_abs_diff']:.3g} > {cfg.parity_max_abs_diff:g}"
         if report["top1_agreement"] < cfg.parity_min_top1_agreement:
             return f"top-1 agreement {report['top1_agreement']:.4f}"
-        if (got.argmax(1) == test.y).mean() != (reference.argmax(1) == test.y).mean():
+        if (got.argmax(1) == pixels.y).mean() != (reference.argmax(1) == pixels.y).mean():
             return "test accuracy differs from the source"
         return None
 
@@ -160,24 +175,32 @@ def _file_key(name: str) -> str:
 
 def verify_bundle(folder: Path, reference: np.ndarray, prepared: Dataset,
                   cfg: ConvertConfig) -> dict[str, Any]:
-    """Re-load every model file of ``folder`` and compare it with ``reference`` (test outputs).
+    """Re-load every model file of ``folder`` and compare it with ``reference`` (the source's
+    outputs on the test split's pixels, `pixel_splits`).
 
     Raises :class:`ParityError` on a mismatch or a different test accuracy; also runs the
-    bundle's own predict path on the test split, once per runtime profile, and requires the
-    source's labels.
+    bundle's own predict path on the test split (the prepared floats, as a user's .npz), once
+    per runtime profile, and requires the source's labels; the graph's ``label`` output must
+    be the top-1 of its first output.
     """
     meta = read_json(folder / "metadata.json")
     for name, digest in meta["files"].items():
         if sha256_file(folder / name) != digest:
             raise ParityError(f"{folder / name}: sha256 differs from metadata.json", {})
-    test = prepared.test
+    test, _ = pixel_splits(prepared.test, float(meta["input"]["scale"]))
     ref_acc = float((reference.argmax(1) == test.y).mean())
     out: dict[str, Any] = {"test_accuracy": ref_acc,
                            "size_bytes": (folder / "model.onnx").stat().st_size}
     for file in [meta["model_file"], *meta.get("ort_files", {})]:
         parity = check_parity(reference, folder / file, test, cfg.parity_max_abs_diff,
                               cfg.parity_min_top1_agreement)
-        acc = float((run_session(make_session(folder / file), test.x).argmax(1) == test.y).mean())
+        session = make_session(folder / file)
+        scores, labels = session.run([meta["outputs"][0], "label"], {meta["input"]["name"]:
+                                                                     test.x})
+        if not np.array_equal(labels, scores.argmax(1)):
+            raise ParityError(f"{folder / file}: output `label` is not the top-1 of "
+                              f"`{meta['outputs'][0]}`", parity)
+        acc = float((labels == test.y).mean())
         if acc != ref_acc:
             raise ParityError(f"{folder / file}: test accuracy {acc:.4f} != source {ref_acc:.4f}",
                               parity)
@@ -186,7 +209,7 @@ def verify_bundle(folder: Path, reference: np.ndarray, prepared: Dataset,
             out[f"{_file_key(file)}_size_bytes"] = (folder / file).stat().st_size
     expected = [str(meta["classes"][k]) for k in reference.argmax(1)]
     with tempfile.TemporaryDirectory(prefix="convert.") as tmp:
-        npz = atomic_save_npz(Path(tmp) / "test.npz", x=test.x)
+        npz = atomic_save_npz(Path(tmp) / "test.npz", x=prepared.test.x)
         for profile in list(meta.get("runtime") or {}) or [None]:
             labels = [label for _, label in bundle_predict.predict(folder, [npz], profile)]
             if labels != expected:
@@ -217,11 +240,13 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
                "quantize_report_sha256": sha256_file(quantized_dir / "report.json")}
     metrics: dict[str, Any] = {"bundles": {}, "skipped": {}}
     metrics["skipped"].update(report.get("variants_dropped", {}))  # with quantize's reasons
+    # the sources are judged on what the bundles see: the test split rounded to 8-bit pixels
+    _, seen = pixel_splits(prepared.test, input_scale(prepared.manifest))
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="convert.") as w:
         sources: dict[str, tuple[Path, np.ndarray, dict]] = {}
         for variant in report["variants"]:
             src = quantized_dir / f"{variant}.onnx"
-            ref = run_session(make_session(src), prepared.test.x)
+            ref = run_session(make_session(src), seen.x)
             sources[variant] = (src, ref, {
                 "kind": "student", "variant": variant, "output_kind": "logits",
                 "lineage": {**lineage, "source_onnx_sha256": sha256_file(src)}})
@@ -243,8 +268,8 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
         for name, model, output, kind, lin in exports:
             src = export_onnx(model, prepared.in_shape, Path(w) / f"{name}.onnx", cfg.opset,
                               output_name=output)
-            ref = torch_outputs(model, prepared.test.x)
-            check_parity(ref, src, prepared.test, cfg.parity_max_abs_diff,
+            ref = torch_outputs(model, seen.x)
+            check_parity(ref, src, seen, cfg.parity_max_abs_diff,
                          cfg.parity_min_top1_agreement)
             sources[name] = (src, ref, {"kind": kind, "output_kind": output, "lineage": lin})
         for name, (src, ref, info) in sources.items():
@@ -254,10 +279,15 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
     return metrics
 
 
-def predict_bundle(bundle_dir: Path, inputs: list[Path], profile: str | None = None) -> list[str]:
-    """Class name for every image (PNG/JPEG) or .npz sample in ``inputs``, via the bundle, its
-    session built as ``profile`` (default: the bundle's default profile) configures."""
-    return [label for _, label in bundle_predict.predict(bundle_dir, list(inputs), profile)]
+def predict_bundle(bundle_dir: Path, inputs: list[Path], profile: str | None = None,
+                   raw: bool = False) -> list[str]:
+    """Class name for every image (PNG/JPEG, any size: resized) or .npz sample in ``inputs``,
+    via the bundle, its session built as ``profile`` (default: the bundle's default profile)
+    configures. Inputs are 8-bit pixels (0..255) or prepared floats in [0, 1]; ``raw``: the
+    source's own raw values instead (metadata ``input.raw_source``, digits: 0..16). NaN/inf
+    samples and unreadable files raise ValueError naming the file and sample."""
+    return [label for _, label in bundle_predict.predict(bundle_dir, list(inputs), profile,
+                                                         raw)]
 
 
 def run(cfg: Params, io: StageIO) -> StageResult:

@@ -3,7 +3,10 @@
 A device profile (execution providers, threads, batch size, budgets) stands for a deployment
 target, and each bundle's `metadata.json` may say how it runs there (``runtime.<profile>``:
 the model file, e.g. an ORT-format file optimised for it, and the session options); without
-that entry the bundle's `model.onnx` runs with today's options. Each (candidate, profile)
+that entry the bundle's `model.onnx` runs with today's options. A bundle is measured as
+shipped: its graph takes uint8 pixels (N, H, W, C) and does cast, scaling and layout itself, so
+the prepared splits are fed as the 8-bit pixels they stand for (`profiles.shipped_input`), and
+latency includes that preprocessing. Each (candidate, profile)
 measurement runs in a process of its own (`components.evaluation.profiles`), so its peak RSS
 is its own; a profile's processes time in interleaved rounds, one process at a time
 (`components.evaluation.rounds`): ``latency_ms_p50`` is the median of the rounds' p50s and

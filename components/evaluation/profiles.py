@@ -8,7 +8,12 @@ its peak resident set size, which belongs to that one measurement. Without ``--s
 its rounds back to back and prints one result (tests, the registry helpers). The same command
 without ``--model`` is the baseline: an identical process that imports onnxruntime and loads the
 data but builds no session, so ``peak - baseline`` is the model's own memory (`peak_rss_mb`).
-This module imports only numpy, onnxruntime and the standard library (`timing` is stdlib only):
+A bundle's graph takes 8-bit pixels (uint8 (N, H, W, C), `components.export.preprocessing`):
+the prepared floats are then rounded to the pixels the bundle's ``metadata.json`` scale gives
+(`bundle_predict.nchw_to_pixels`), so the artefact is measured as shipped, preprocessing nodes
+included, on what a camera or PNG would hand it.
+This module imports only numpy, onnxruntime and the standard library (`timing` is stdlib only,
+`bundle_predict` numpy only):
 importing `components.config` would pull in pydantic, and torch would swamp both the RSS and
 the start-up time being measured. Every reply is one JSON line.
 """
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from components.core.timing import time_calls
+from components.export.bundle_predict import nchw_to_pixels
 
 # the bundle's `runtime.<profile>.graph_optimization_level` -> onnxruntime's enum member
 OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -128,6 +134,19 @@ def batches(x: np.ndarray, size: int, pad: bool) -> list[np.ndarray]:
     return out
 
 
+def shipped_input(session: Any, model: Path, x: np.ndarray, where: Path) -> np.ndarray:
+    """``x`` (prepared floats, N, C, H, W) as the graph takes it: unchanged for a float input,
+    uint8 (N, H, W, C) pixels at the scale of ``model``'s ``metadata.json`` for a bundle."""
+    if session.get_inputs()[0].type != "tensor(uint8)":
+        return x
+    meta = Path(model).parent / "metadata.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{model}: takes uint8 pixels but {meta} (the input scale) "
+                                "is missing")
+    scale = json.loads(meta.read_text(encoding="utf-8"))["input"]["scale"]
+    return nchw_to_pixels(x, float(scale), str(where))
+
+
 def predict_labels(session: Any, x: np.ndarray) -> np.ndarray:
     """Top-1 labels of ``x`` through ``session`` (padded batches when its batch is fixed)."""
     name = session.get_inputs()[0].name
@@ -149,6 +168,8 @@ def prepare(model: Path, test: Path, providers: list[str], threads: int, batch_s
     reps = -(-batch_size // len(x))  # the timed batch: the first `batch_size` test images
     timed = np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size])
     session = make_session(model, providers, threads, options)
+    x = shipped_input(session, model, x, test)
+    timed = shipped_input(session, model, timed, test)
     fixed = fixed_batch(session)
     if fixed:
         timed = batches(timed, fixed, pad=True)[0]
@@ -159,11 +180,12 @@ def prepare(model: Path, test: Path, providers: list[str], threads: int, batch_s
                            "test_predictions": pred.tolist()}
     if val is not None:
         xv, yv, idv = load_samples(val)
-        pv = predict_labels(session, xv)
+        pv = predict_labels(session, shipped_input(session, model, xv, val))
         out.update(val_accuracy=float((pv == yv).mean()),
                    val_correct=pack_correct(pv == yv, samples_digest(yv, idv)),
                    val_predictions=pv.tolist())
     out.update(batch_size=int(len(timed)), provider=session.get_providers()[0],
+               input_dtype=str(timed.dtype),
                session_options={"intra_op_num_threads": int((options or {}).get(
                    "intra_op_num_threads", threads)), **{k: v for k, v in (options or {}).items()
                                                          if k in APPLIED}},

@@ -1,11 +1,20 @@
 """Classify images with a Distillery bundle: ``python predict.py IMAGE_OR_NPZ [...]``.
 
 `convert` copies this file into every bundle as `predict.py`; it imports only onnxruntime, numpy
-and Pillow, so a bundle runs without the Distillery repository. It reads `metadata.json` beside
-the model: PNG/JPEG files are converted to grey (or RGB), resized to the model's H x W when
-needed and multiplied by ``input_scale`` (1 / the dataset's max pixel value); an `.npz` holds
-``x`` as (N, C, H, W), (N, H, W) or one image, integer pixels (scaled likewise) or floats
-already in [0, 1]. Prints ``<input>\\t<label>`` per image.
+and Pillow, so a bundle runs without the Distillery repository. The model takes 8-bit pixels,
+``image`` uint8 (N, H, W, C); casting, scaling and normalisation are inside the graph, and
+`metadata.json`'s ``input`` records the contract (H, W, C, scale, the raw-source form). Here:
+
+- PNG/JPEG files are read as grey "L" (or "RGB"), resized to the model's H x W when needed
+  (box filter when shrinking, bilinear when enlarging) and fed as they are;
+- an `.npz` holds ``x``: uint8 pixels (N, H, W), (N, H, W, C) or one image; other integers
+  must lie in 0..255; floats are the prepared form in [0, 1] (N, C, H, W) or (N, H, W[, C]),
+  rounded to the nearest pixel value;
+- ``--raw``: the inputs hold the source's own raw values (``input.raw_source``, e.g. 0..16 for
+  scikit-learn's digits), mapped to pixels as ``round(v / max_value * 255)``.
+
+NaN or inf samples and unreadable files are refused with an error naming the file (and sample).
+Prints ``<input>\\t<label>`` per image.
 
 ``--profile NAME`` (default: the metadata's ``default_profile``) builds the session the way
 `convert` measured fastest for that device profile: ``metadata["runtime"][NAME]`` names the model
@@ -29,51 +38,125 @@ def load_metadata(bundle: str | Path = HERE) -> dict:
     return json.loads((Path(bundle) / "metadata.json").read_text(encoding="utf-8"))
 
 
-def load_image(path: Path, meta: dict) -> np.ndarray:
-    """One image file as float32 (C, H, W), scaled the way the model was trained."""
+def _contract(meta: dict, where: str) -> dict:
+    spec = meta["input"]
+    if spec.get("dtype") != "uint8":
+        raise ValueError(f"{where}: this bundle's model takes {spec.get('dtype')} input "
+                         f"(bundle format {meta.get('format_version')}); re-run `convert` for "
+                         "one that takes uint8 pixels")
+    return spec
+
+
+def _refuse_non_finite(x: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{where}: sample {i} (x[{i}]) holds NaN or inf ({int(bad.sum())} "
+                         "such samples); the model takes finite pixel values")
+
+
+def to_pixels(x: np.ndarray, scale: float, where: str = "x") -> np.ndarray:
+    """Prepared floats ``x`` (values / ``scale`` are pixels) as uint8, same layout.
+
+    Refuses NaN/inf and values outside 0..255 (after rounding), naming ``where`` and the sample.
+    """
+    x = np.asarray(x)
+    _refuse_non_finite(x, where)
+    v = np.rint(x.astype(np.float64) / scale)
+    out = (v < 0) | (v > 255)
+    if out.any():
+        i = int(np.flatnonzero(out.reshape(len(v), -1).any(axis=1))[0])
+        raise ValueError(f"{where}: sample {i} (x[{i}]) has values outside the pixel range "
+                         f"(min {float(x[i].min()):g}, max {float(x[i].max()):g}; "
+                         f"expected 0..{255 * scale:g})")
+    return v.astype(np.uint8)
+
+
+def nchw_to_pixels(x: np.ndarray, scale: float, where: str = "x") -> np.ndarray:
+    """Prepared (N, C, H, W) floats as the model's uint8 (N, H, W, C) input."""
+    return np.ascontiguousarray(to_pixels(x, scale, where).transpose(0, 2, 3, 1))
+
+
+def _from_raw(x: np.ndarray, spec: dict, where: str) -> np.ndarray:
+    """Raw-source values (0..max_value) as uint8 pixels."""
+    raw = spec.get("raw_source")
+    if not raw:  # the source's raw values are 8-bit pixels already
+        return to_pixels(x, 1.0, where)
+    return to_pixels(np.asarray(x, dtype=np.float64) / float(raw["max_value"]), 1 / 255, where)
+
+
+def load_image(path: Path, meta: dict, raw: bool = False) -> np.ndarray:
+    """One image file as the model's uint8 (H, W, C), resized to the model's H x W."""
     from PIL import Image
 
-    c, h, w = meta["input"]["shape"][1:]
-    with Image.open(path) as img:
-        img = img.convert("L" if c == 1 else "RGB")
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32)
-    arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
-    return arr * np.float32(meta["input"]["input_scale"])
+    spec = _contract(meta, str(path))
+    h, w, c = spec["height"], spec["width"], spec["channels"]
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 else "RGB")
+            if img.size != (w, h):
+                shrink = img.size[0] > w or img.size[1] > h
+                img = img.resize((w, h), Image.BOX if shrink else Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    arr = arr[:, :, None] if arr.ndim == 2 else arr  # (H, W) -> (H, W, 1)
+    return _from_raw(arr[None], spec, str(path))[0] if raw else arr
 
 
-def load_npz(path: Path, meta: dict) -> np.ndarray:
-    """``x`` of an .npz as float32 (N, C, H, W)."""
-    shape = tuple(meta["input"]["shape"][1:])
-    with np.load(path, allow_pickle=False) as z:
-        if "x" not in z.files:
-            raise ValueError(f"{path}: no array `x` (has: {', '.join(z.files) or 'nothing'})")
-        x = z["x"]
-    scaled = x.astype(np.float32)
-    if np.issubdtype(x.dtype, np.integer):
-        scaled *= np.float32(meta["input"]["input_scale"])
-    if scaled.shape == shape or scaled.ndim == 2:
-        scaled = scaled.reshape((1, *shape))
-    elif scaled.ndim == 3:
-        scaled = scaled[:, None]  # (N, H, W), one channel
-    if scaled.shape[1:] != shape:
-        raise ValueError(f"{path}: x has shape {x.shape}, the model expects (N, {shape})")
-    return scaled
+def _as_nhwc(x: np.ndarray, spec: dict, path: Path) -> np.ndarray:
+    """``x`` in one of the accepted layouts as (N, H, W, C)."""
+    h, w, c = spec["height"], spec["width"], spec["channels"]
+    if x.shape in {(h, w), (h, w, c), (c, h, w)}:
+        x = x[None]  # one image
+    if x.ndim == 3 and x.shape[1:] == (h, w) and c == 1:
+        return x[..., None]
+    if x.ndim == 4 and x.shape[1:] == (c, h, w):
+        return x.transpose(0, 2, 3, 1)
+    if x.ndim == 4 and x.shape[1:] == (h, w, c):
+        return x
+    raise ValueError(f"{path}: x has shape {x.shape}, the model expects (N, {h}, {w}, {c}), "
+                     f"(N, {c}, {h}, {w})" + (f" or (N, {h}, {w})" if c == 1 else ""))
 
 
-def load_inputs(paths: list[Path], meta: dict) -> tuple[np.ndarray, list[str]]:
-    """All inputs as one batch (N, C, H, W) and a name per sample."""
+def load_npz(path: Path, meta: dict, raw: bool = False) -> np.ndarray:
+    """``x`` of an .npz as the model's uint8 (N, H, W, C)."""
+    spec = _contract(meta, str(path))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise ValueError(f"{path}: no array `x` (has: {', '.join(z.files) or 'nothing'})")
+            x = z["x"]
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+    x = _as_nhwc(x, spec, path)
+    where = str(path)
+    if raw:
+        return np.ascontiguousarray(_from_raw(x, spec, where))
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if np.issubdtype(x.dtype, np.integer):  # pixels in a wider integer type
+        return np.ascontiguousarray(to_pixels(x, 1.0, where))
+    if np.issubdtype(x.dtype, np.floating):  # the prepared form
+        return np.ascontiguousarray(to_pixels(x, float(spec["scale"]), where))
+    raise ValueError(f"{path}: x has dtype {x.dtype}; expected uint8 pixels or floats")
+
+
+def load_inputs(paths: list[Path], meta: dict,
+                raw: bool = False) -> tuple[np.ndarray, list[str]]:
+    """All inputs as one uint8 batch (N, H, W, C) and a name per sample."""
     arrays, names = [], []
     for p in map(Path, paths):
         if p.suffix.lower() == ".npz":
-            x = load_npz(p, meta)
+            x = load_npz(p, meta, raw)
             arrays.append(x)
             names += [f"{p}[{i}]" for i in range(len(x))]
         else:
-            arrays.append(load_image(p, meta)[None])
+            arrays.append(load_image(p, meta, raw)[None])
             names.append(str(p))
-    return np.concatenate(arrays).astype(np.float32), names
+    spec = meta["input"]
+    empty = np.empty((0, spec["height"], spec["width"], spec["channels"]), np.uint8)
+    return np.concatenate(arrays) if arrays else empty, names
 
 
 LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}
@@ -129,16 +212,20 @@ def open_session(bundle: str | Path, entry: dict):
                                 providers=["CPUExecutionProvider"])
 
 
-def predict(bundle: str | Path, paths: list[Path],
-            profile: str | None = None) -> list[tuple[str, str]]:
-    """(input name, class name) for every image in ``paths``, run as ``profile`` configures."""
+def predict(bundle: str | Path, paths: list[Path], profile: str | None = None,
+            raw: bool = False) -> list[tuple[str, str]]:
+    """(input name, class name) for every image in ``paths``, run as ``profile`` configures;
+    ``raw``: the inputs hold the source's raw values (``input.raw_source``)."""
     bundle = Path(bundle)
     meta = load_metadata(bundle)
+    x, names = load_inputs(paths, meta, raw)
     session = open_session(bundle, runtime_entry(meta, profile))
-    x, names = load_inputs(paths, meta)
-    scores = session.run(None, {meta["input"]["name"]: x})[0]
+    outputs = [o.name for o in session.get_outputs()]
+    wanted = "label" if "label" in outputs else outputs[0]
+    out = session.run([wanted], {meta["input"]["name"]: x})[0]
+    labels = out if wanted == "label" else out.argmax(1)
     classes = meta["classes"]
-    return [(n, str(classes[int(k)])) for n, k in zip(names, scores.argmax(1), strict=True)]
+    return [(n, str(classes[int(k)])) for n, k in zip(names, labels, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None,
                         help="device profile of metadata.json's `runtime` (default: its "
                              "`default_profile`)")
+    parser.add_argument("--raw", action="store_true",
+                        help="inputs hold the source's raw values (metadata.json "
+                             "input.raw_source, e.g. 0..16 for digits), not 0..255 pixels")
     args = parser.parse_args(argv)
-    for name, label in predict(args.bundle, args.inputs, args.profile):
+    try:
+        results = predict(args.bundle, args.inputs, args.profile, args.raw)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, label in results:
         print(f"{name}\t{label}")
     return 0
 

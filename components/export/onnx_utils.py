@@ -1,7 +1,8 @@
 """ONNX helpers shared by `quantize` and `convert`: export, deterministic sessions, parity, fp16.
 
-Every graph takes ``image`` (batch, C, H, W) float32 in [0, 1] and returns ``logits`` (batch, K)
-(the ensemble returns probabilities under the same name); normalisation is inside the graph.
+Exported and quantized graphs take ``image`` (batch, C, H, W) float32 in [0, 1] and return
+``logits`` (batch, K) (the ensemble: ``probabilities``); normalisation is inside the graph.
+`convert` then prepends the 8-bit input (`components.export.preprocessing`) for the bundles.
 onnx and onnxruntime are imported inside the functions that need them, so importing this module
 stays cheap.
 """
@@ -112,11 +113,19 @@ def save_ort(src: str | Path, dst: str | Path, target: str = "portable") -> Path
     return dst
 
 
+INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
+
+
 def run_session(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """First output of ``session`` on ``x`` (N, C, H, W), batched; float32 (N, K)."""
-    name = session.get_inputs()[0].name
+    """First output of ``session`` on ``x``, batched; float32 (N, K).
+
+    ``x`` is what the graph takes: float (N, C, H, W) for exported and quantized graphs,
+    uint8 pixels (N, H, W, C) for a bundle's graph (`components.export.preprocessing`).
+    """
+    inp = session.get_inputs()[0]
+    name, dtype = inp.name, INPUT_DTYPES.get(inp.type, np.float32)
     outs = [session.run(None, {name: np.ascontiguousarray(x[i : i + batch_size],
-                                                          dtype=np.float32)})[0]
+                                                          dtype=dtype)})[0]
             for i in range(0, len(x), batch_size)]
     return np.concatenate(outs).astype(np.float32) if outs else np.empty((0, 0), np.float32)
 

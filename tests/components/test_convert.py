@@ -19,6 +19,7 @@ from components.core.data import Dataset
 from components.core.host import host_isa
 from components.core.io import read_json, sha256_file
 from components.export import bundle_predict
+from components.export.bundle_predict import nchw_to_pixels
 from components.export.onnx_utils import ParityError, make_session, run_session
 from components.export.runtime import CONFIG_KEYS, choose, config_name, host_cores
 from components.quantize import quantize_stage
@@ -61,15 +62,22 @@ PROFILES = {"edge": DeviceProfile(threads=1, batch_size=1),
 HOST_ORT = f"model.{host_isa()}.ort" if host_isa().startswith("x86") else None
 
 
-def _write_pngs(data: Dataset, folder: Path, n: int) -> list[Path]:
-    """First ``n`` test images as 8-bit PNGs holding raw pixel values (0..max_value)."""
+def _write_pngs(data: Dataset, folder: Path, n: int, raw: bool = False) -> list[Path]:
+    """First ``n`` test images as ordinary 8-bit PNGs (0..255), or with ``raw`` holding the
+    source's raw values (0..max_value, 0..16 for digits)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
+    top = data.manifest["max_value"] if raw else 255
     for i in range(n):
-        raw = np.rint(data.test.x[i, 0] * data.manifest["max_value"]).astype(np.uint8)
-        Image.fromarray(raw, mode="L").save(folder / f"img{i}.png")
+        pixels = np.rint(data.test.x[i, 0] * top).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"img{i}.png")
         paths.append(folder / f"img{i}.png")
     return paths
+
+
+def _pixels(data: Dataset, n: int | None = None) -> np.ndarray:
+    """The first ``n`` test images as the bundles take them: uint8 (n, H, W, C)."""
+    return nchw_to_pixels(data.test.x[:n], 1 / 255)
 
 
 def test_convert_writes_a_verified_bundle_per_variant_teacher_and_ensemble(bundles, data):
@@ -83,15 +91,18 @@ def test_convert_writes_a_verified_bundle_per_variant_teacher_and_ensemble(bundl
         meta = read_json(folder / "metadata.json")
         assert {"model.onnx", "model.ort", "predict.py", HOST_ORT} - {None} == set(meta["files"])
         assert all(sha256_file(folder / f) == h for f, h in meta["files"].items())
-        assert meta["input"]["shape"] == ["batch", 1, 8, 8]
-        assert meta["input"]["input_scale"] == pytest.approx(1 / 16)
+        assert meta["input"]["shape"] == ["batch", 8, 8, 1] and meta["input"]["dtype"] == "uint8"
+        assert meta["input"]["scale"] == pytest.approx(1 / 255)
+        assert meta["input"]["raw_source"]["max_value"] == 16
+        assert meta["outputs"] == ([meta["output"]["name"], "probabilities", "label"]
+                                   if name != "ensemble" else ["probabilities", "label"])
         assert meta["opset"] >= 17 and meta["classes"] == data.manifest["classes"]
         assert meta["lineage"]["data_hash"] == data.manifest["data_hash"]
         assert m["onnx_max_abs_diff"] <= 1e-4 and m["ort_max_abs_diff"] <= 1e-4, name
         if HOST_ORT:
             assert m[f"ort_{host_isa().replace('-', '_')}_max_abs_diff"] <= 1e-4, name
     assert read_json(root / "fp32" / "metadata.json")["lineage"]["source_checkpoint_sha256"]
-    probs = run_session(make_session(root / "ensemble" / "model.onnx"), data.test.x)
+    probs = run_session(make_session(root / "ensemble" / "model.onnx"), _pixels(data))
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)  # averaged softmax, not logits
 
 
@@ -105,25 +116,36 @@ def test_convert_bundle_runs_standalone_from_a_copy(bundles, data, tmp_path: Pat
         cwd=copy, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     labels = [line.split("\t")[1] for line in result.stdout.splitlines()]
-    scores = run_session(make_session(root / name / "model.onnx"), data.test.x[:4])
+    scores = run_session(make_session(root / name / "model.onnx"), _pixels(data, 4))
     assert labels == [data.manifest["classes"][k] for k in scores.argmax(1)]
 
 
 def test_predict_bundle_on_pngs_matches_evaluating_the_arrays(bundles, data, tmp_path: Path):
     root, _ = bundles
     pngs = _write_pngs(data, tmp_path, 12)
-    scores = run_session(make_session(root / "fp32" / "model.onnx"), data.test.x[:12])
+    scores = run_session(make_session(root / "fp32" / "model.onnx"), _pixels(data, 12))
     expected = [data.manifest["classes"][k] for k in scores.argmax(1)]
     assert predict_bundle(root / "fp32", pngs) == expected
-    np.savez(tmp_path / "batch.npz", x=np.rint(data.test.x[:12] * 16).astype(np.uint8))
+    np.savez(tmp_path / "batch.npz", x=_pixels(data, 12)[..., 0])  # uint8 (N, H, W) 0..255
     assert predict_bundle(root / "fp32", [tmp_path / "batch.npz"]) == expected
+    np.savez(tmp_path / "nchw.npz", x=data.test.x[:12])  # the prepared floats
+    assert predict_bundle(root / "fp32", [tmp_path / "nchw.npz"]) == expected
+
+
+def test_predict_bundle_takes_the_raw_source_form_when_told(bundles, data, tmp_path: Path):
+    root, _ = bundles
+    raw = _write_pngs(data, tmp_path / "raw", 12, raw=True)  # digits as stored: 0..16
+    expected = predict_bundle(root / "fp32", _write_pngs(data, tmp_path / "png", 12))
+    assert predict_bundle(root / "fp32", raw, raw=True) == expected
+    np.savez(tmp_path / "raw.npz", x=np.rint(data.test.x[:12] * 16))  # float64 0..16
+    assert predict_bundle(root / "fp32", [tmp_path / "raw.npz"], raw=True) == expected
 
 
 def test_convert_rejects_a_tampered_bundle(bundles, data, tmp_path: Path):
     root, _ = bundles
     copy = shutil.copytree(root / "fp32", tmp_path / "b")
     (copy / "predict.py").write_text("print('hi')\n")
-    reference = run_session(make_session(root / "fp32" / "model.onnx"), data.test.x)
+    reference = run_session(make_session(root / "fp32" / "model.onnx"), _pixels(data))
     with pytest.raises(ParityError, match="sha256"):
         verify_bundle(copy, reference, data, ConvertConfig())
 
@@ -182,7 +204,7 @@ def test_predict_profile_builds_the_session_with_exactly_the_recorded_options(
     (copy / "metadata.json").write_text(json.dumps(meta))
     np.savez(tmp_path / "x.npz", x=data.test.x[:6])
     expected = [data.manifest["classes"][k] for k in
-                run_session(make_session(copy / "model.onnx"), data.test.x[:6]).argmax(1)]
+                run_session(make_session(copy / "model.onnx"), _pixels(data, 6)).argmax(1)]
     seen = _spy_sessions(monkeypatch)
     assert bundle_predict.main(["--bundle", str(copy), "--profile", "custom",
                                 str(tmp_path / "x.npz")]) == 0
@@ -219,3 +241,42 @@ def test_predict_refuses_a_model_file_outside_the_bundle(bundles, data, tmp_path
         (copy / "metadata.json").write_text(json.dumps(meta))
         with pytest.raises(ValueError, match=f"model_file `{name}` escapes the bundle folder"):
             predict_bundle(copy, [tmp_path / "x.npz"])
+
+
+def test_predict_refuses_nan_and_inf_naming_the_file_and_sample(bundles, data, tmp_path: Path):
+    root, _ = bundles
+    x = data.test.x[:6].copy()
+    x[3, 0, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x)
+    with pytest.raises(ValueError, match=r"nan\.npz: sample 3 \(x\[3\]\) holds NaN or inf"):
+        predict_bundle(root / "fp32", [tmp_path / "nan.npz"])
+    x[3, 0, 2, 2], x[5, 0, 0, 0] = 0.5, np.inf
+    np.savez(tmp_path / "inf.npz", x=x)
+    with pytest.raises(ValueError, match=r"inf\.npz: sample 5 "):
+        predict_bundle(root / "fp32", [tmp_path / "inf.npz"])
+    result = subprocess.run([sys.executable, "-I", str(root / "fp32" / "predict.py"),
+                             str(tmp_path / "inf.npz")], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 2 and "inf.npz: sample 5" in result.stderr and not result.stdout
+
+
+def test_predict_names_a_corrupt_or_truncated_image_file(bundles, data, tmp_path: Path):
+    root, _ = bundles
+    good, = _write_pngs(data, tmp_path, 1)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])  # a PNG header, its data cut short
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image at all")
+    for bad in (truncated, garbage):
+        with pytest.raises(ValueError, match=rf"{bad.name}: not a readable image"):
+            predict_bundle(root / "fp32", [good, bad])
+
+
+def test_predict_refuses_pixels_outside_0_255_and_wrong_shapes(bundles, tmp_path: Path):
+    root, _ = bundles
+    np.savez(tmp_path / "wide.npz", x=np.full((2, 8, 8), 300, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"wide\.npz: sample 0 .* outside the pixel range"):
+        predict_bundle(root / "fp32", [tmp_path / "wide.npz"])
+    np.savez(tmp_path / "shape.npz", x=np.zeros((2, 7, 7), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"shape\.npz: x has shape \(2, 7, 7\)"):
+        predict_bundle(root / "fp32", [tmp_path / "shape.npz"])

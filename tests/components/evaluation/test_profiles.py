@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.core.io import atomic_write_json
 from components.evaluation import profiles
 from components.evaluation.selection import unpack_correct
+from components.export.preprocessing import add_preprocessing, input_contract
 from tests.helpers_data import make_dataset, write_dataset
 from tests.helpers_models import band_model, export
 
@@ -60,6 +62,24 @@ def test_measure_applies_the_bundles_runtime_options(tmp_path: Path, prepared: P
     with pytest.raises(ValueError, match="graph_optimization_level"):
         profiles.make_session(model, ["CPUExecutionProvider"], 1,
                               {"graph_optimization_level": "max"})
+
+
+def test_measure_feeds_a_bundle_the_8_bit_pixels_it_ships_with(tmp_path: Path, prepared: Path):
+    model = export(band_model(3), tmp_path / "float.onnx")
+    bundle = tmp_path / "bundle"
+    shipped = add_preprocessing(model, bundle / "model.onnx", (1, 8, 8), 1 / 255)
+    with pytest.raises(FileNotFoundError, match=r"model\.onnx: takes uint8 pixels but .*"
+                                                r"metadata\.json"):
+        profiles.measure(shipped, prepared / "test.npz", ["CPUExecutionProvider"], 1, 4, 0, 2)
+    manifest = {"source": {"kind": "npz"}, "max_value": 1.0, "shape": [1, 8, 8]}
+    atomic_write_json(bundle / "metadata.json", {"input": input_contract(manifest)})
+    m = profiles.measure(shipped, prepared / "test.npz", ["CPUExecutionProvider"], 1, 4, 0, 2,
+                         val=prepared / "val.npz", rounds=1)
+    float_m = profiles.measure(model, prepared / "test.npz", ["CPUExecutionProvider"], 1, 4, 0,
+                               2, val=prepared / "val.npz", rounds=1)
+    assert m["input_dtype"] == "uint8" and float_m["input_dtype"] == "float32"
+    assert m["accuracy"] == float_m["accuracy"] == 1.0
+    assert m["val_predictions"] == float_m["val_predictions"]
 
 
 def test_a_round_splits_the_timed_calls_and_warms_up_fully_only_first():
