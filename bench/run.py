@@ -54,8 +54,9 @@ def build_overrides(source: str, path: Path | None, name: str, quick: bool,
     """What the bench writes into its clones' params.yaml."""
     base = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     over: dict[str, Any] = json.loads(json.dumps(QUICK)) if quick else {}
-    over.setdefault("ingest", {}).update(source=source,
-                                         path=str(path.resolve()) if path else None)
+    over.setdefault("ingest", {})["source"] = source
+    if path:  # ingest.path is a DVC dep: the embedded digits keep params.yaml's own
+        over["ingest"]["path"] = str(path.resolve())
     if source != "digits":
         # the committed drift reference describes digits; another dataset has none yet
         set_key(over, "validate.reference_profile", f"reference/{name}-profile.json")

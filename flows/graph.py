@@ -148,18 +148,16 @@ def stage_io(stage: str, item: str | None = None, dvc_file: str | Path = "dvc.ya
         body = body["do"]
     context = {"key": item, "item": item, **{f"paths.{k}": v for k, v in paths.items()}}
 
-    def resolve(text: str) -> tuple[str | None, Path]:
-        names = [m.group(1)[len("paths."):] for m in _VAR.finditer(text)
-                 if m.group(1).startswith("paths.")]
-        resolved = _VAR.sub(lambda m: str(context[m.group(1)]), text)
-        return (names[0] if names else None), Path(resolved)
-
     def named(entries: list) -> dict[str, Path]:
+        # Only paths written with a `vars.paths` entry have a name; others (the raw data,
+        # `${ingest.path}` from params.yaml, and the code deps) are DVC's business alone.
         out: dict[str, Path] = {}
         for entry in entries or []:
-            name, path = resolve(next(iter(entry)) if isinstance(entry, dict) else entry)
-            if name is not None:
-                out[name] = path
+            text = str(next(iter(entry)) if isinstance(entry, dict) else entry)
+            names = [m.group(1)[len("paths."):] for m in _VAR.finditer(text)
+                     if m.group(1).startswith("paths.")]
+            if names:
+                out[names[0]] = Path(_VAR.sub(lambda m: str(context[m.group(1)]), text))
         return out
 
     outs = named(body.get("outs", [])) | named(body.get("plots", []))

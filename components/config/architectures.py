@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from components.config.base import Section
 
 AUTO_POOL_SIZE = 4  # "auto" pools until the feature map is at most this on each side
 
 Auto = Literal["auto"]
 
 
-class _ArchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _ArchConfig(Section):
+    """An architecture's config: refuses unknown keys, nan/inf and booleans for numbers."""
 
 
 class MLPConfig(_ArchConfig):

@@ -41,7 +41,7 @@ class PruneConfig(Section):
     )
     finetune_epochs: int = Field(default=5, gt=0, description="Fine-tuning epochs after a step.")
     finetune_lr: float = Field(
-        default=1e-3, gt=0,
+        default=1e-3, gt=0, le=10,
         description="Peak learning rate of each fine-tune (cosine decay): low, to keep weights.",
     )
     sparsity: float = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Any, Literal
 
@@ -54,6 +55,20 @@ class PromotionPolicy(Section):
         return gates
 
 
+def check_model_name(name: str) -> str:
+    """MLflow's own rule for a registered model name (`mlflow.utils.validation.
+    _validate_model_name`), applied before any stage runs instead of at `register`, the last."""
+    if not name.strip():
+        raise ValueError("a registered model name must not be empty")
+    if "/" in name or ":" in name:
+        raise ValueError(f"`{name}`: MLflow model names cannot contain '/' or ':'")
+    normal = posixpath.normpath(name)
+    if normal != name or normal == "." or normal.startswith(".."):
+        raise ValueError(f"`{name}`: MLflow treats model names as paths, and this one would "
+                         f"resolve to `{normal}`")
+    return name
+
+
 class RegisterConfig(Section):
     model_name: str = Field(default="distillery-digits", description="Registered model name.")
     variants: list[str] = Field(
@@ -64,6 +79,19 @@ class RegisterConfig(Section):
     example_size: int = Field(default=4, gt=0, description="Test images in the input example.")
     promote: bool = Field(default=True, description="Apply the promotion policy after registering.")
     policy: PromotionPolicy = PromotionPolicy()
+
+    @field_validator("model_name")
+    @classmethod
+    def _mlflow_accepts_the_name(cls, name: str) -> str:
+        return check_model_name(name)
+
+    @field_validator("variants")
+    @classmethod
+    def _each_variant_once(cls, variants: list[str]) -> list[str]:
+        twice = sorted({v for v in variants if variants.count(v) > 1})
+        if twice:
+            raise ValueError(f"variant(s) {twice} listed more than once")
+        return variants
 
 
 class ScheduleConfig(Section):
@@ -88,3 +116,10 @@ class NotifyConfig(Section):
 
 class TrackingConfig(Section):
     experiment: str = Field(default="distillery", description="MLflow experiment name.")
+
+    @field_validator("experiment")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("an MLflow experiment name must not be empty")
+        return name

@@ -1,11 +1,16 @@
 """End to end through real DVC: a fresh workspace reproduces, a second run does nothing."""
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from tests.workspace import make_workspace, run
+from tests.workspace import BIN, env_for, make_workspace, run
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +139,94 @@ def test_stage_runs_are_tracked_in_mlflow(built):
     assert "test_accuracy" in teacher.data.metrics
     history = client.get_metric_history(teacher.info.run_id, "train.val_accuracy")
     assert len(history) >= 1
+
+
+# --- Stage commands, the `check` stage and the data dep, through a real `dvc repro` ----------
+# DVC runs `bin/stage` with the venv neither activated nor on PATH: only the project's `.venv`
+# folder (a link to this venv) tells it where the interpreter is, as in a fresh clone.
+
+
+def venvless(workspace: Path) -> dict[str, str]:
+    env = env_for(workspace)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
+                                  if p and Path(p).resolve() != BIN.resolve())
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def dvc(args: list[str], workspace: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=workspace, env=venvless(workspace),
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def unactivated_workspace(dest: Path) -> Path:
+    ws = make_workspace(dest)
+    (ws / ".venv").symlink_to(BIN.parent, target_is_directory=True)
+    return ws
+
+
+def edit_params(ws: Path, change) -> None:
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    change(params)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def one_teacher(tmp_path_factory):
+    ws = unactivated_workspace(tmp_path_factory.mktemp("check") / "ws")
+    out = dvc(["repro", "train_teachers@mlp"], ws).stdout
+    return ws, out
+
+
+def test_stages_run_with_the_venv_neither_activated_nor_on_path(one_teacher):
+    ws, out = one_teacher
+    assert not shutil.which("distillery", path=venvless(ws)["PATH"])
+    for stage in ("check", "ingest", "validate", "train_teachers@mlp"):
+        assert f"Running stage '{stage}'" in out, out
+    assert (ws / "models/teachers/mlp").is_dir()
+
+
+KEPT = ["metrics/check.json", "data/prepared/manifest.json", "metrics/validate.json",
+        "reports/validate", "models/teachers/mlp", "metrics/teachers/mlp.json"]
+
+
+def test_an_invalid_param_fails_at_check_before_any_output_is_removed(one_teacher):
+    ws, _ = one_teacher
+    before = {p: (ws / p).read_bytes() for p in KEPT if (ws / p).is_file()}
+    original = (ws / "params.yaml").read_text()
+    edit_params(ws, lambda p: p["train_teachers"]["training"].update(lr=-0.005))
+    try:
+        proc = dvc(["repro"], ws, check=False)
+    finally:
+        (ws / "params.yaml").write_text(original)
+    assert proc.returncode != 0
+    log = proc.stdout + proc.stderr
+    assert "train_teachers.training.lr" in log
+    assert "failed to reproduce 'check'" in log, log[-3000:]
+    assert "Running stage 'train_teachers@mlp'" not in log
+    assert all((ws / p).exists() for p in KEPT), [p for p in KEPT if not (ws / p).exists()]
+    assert {p: (ws / p).read_bytes() for p in before} == before
+
+
+def test_new_content_in_the_ingest_source_reruns_ingest(tmp_path):
+    ws = unactivated_workspace(tmp_path / "ws")
+    source = ws / "raw" / "blobs.npz"
+    source.parent.mkdir()
+
+    def write_source(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        np.savez(source, x=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8),
+                 y=np.repeat(np.arange(3), 20))
+
+    write_source(0)
+    edit_params(ws, lambda p: p["ingest"].update(source="npz", path="raw/blobs.npz"))
+    assert "Running stage 'ingest'" in dvc(["repro", "ingest"], ws).stdout
+    assert json.loads(dvc(["status", "--json", "ingest"], ws).stdout or "{}") == {}
+    write_source(1)  # same file name, same params: only the content changed
+    stale = json.loads(dvc(["status", "--json", "ingest"], ws).stdout or "{}")
+    assert "raw/blobs.npz" in json.dumps(stale.get("ingest")), stale
+    assert "Running stage 'ingest'" in dvc(["repro", "ingest"], ws).stdout

@@ -43,7 +43,7 @@ def test_graph_order_puts_each_stage_after_its_upstream(graph):
     for name in graph.order:
         assert set(graph.stages[name].upstream) <= seen, name
         seen.add(name)
-    assert graph.order[:2] == ["ingest", "validate"]
+    assert graph.order[:3] == ["check", "ingest", "validate"]
 
 
 def test_teachers_form_one_parallel_group_after_validate(graph):
@@ -64,8 +64,8 @@ def test_flow_plan_task_names_equal_dvc_yaml_stages(graph):
 
 def test_upstream_closure_selects_targets_and_ancestors(graph):
     sub = graph.upstream_closure(["train_teachers"])
-    assert sub.order[:2] == ["ingest", "validate"]
-    assert all(n.startswith("train_teachers@") for n in sub.order[2:])
+    assert sub.order[:3] == ["check", "ingest", "validate"]
+    assert all(n.startswith("train_teachers@") for n in sub.order[3:])
     with pytest.raises(ValueError, match="unknown stage"):
         graph.upstream_closure(["nope"])
 
@@ -90,3 +90,24 @@ def test_stage_io_resolves_every_path_exactly_as_dvc_does(graph):
             assert {str(p) for p in io.deps.values()} <= dvc_deps, stage.name
             metrics = {os.path.relpath(o.fs_path, REPO) for o in stage.outs if o.metric}
             assert ({str(io.metrics)} if io.metrics else set()) == metrics, stage.name
+
+
+def test_every_stage_runs_through_bin_stage_and_depends_on_check(graph):
+    for name, node in graph.stages.items():
+        assert node.cmd.startswith(f"bin/stage {node.stage}"), (name, node.cmd)
+        if name != "check":
+            assert "check" in node.upstream, name
+    assert graph.stages["check"].upstream == ()
+
+
+def test_bin_stage_says_how_to_set_up_when_python_lacks_the_project(tmp_path):
+    """No venv anywhere (none active, no .venv): exit 127 with one line naming `make setup`."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "bin").mkdir()
+    script = shutil.copy2(REPO / "bin" / "stage", tmp_path / "bin" / "stage")
+    proc = subprocess.run([str(script), "check"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 127
+    assert "make setup" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
