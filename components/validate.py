@@ -5,8 +5,12 @@ is checked split by split with a Great Expectations suite run through one Checkp
 which also renders Data Docs. Checks that span splits or read the manifest (class shares,
 train/test leakage, rejected source items, manifest counts) and drift against an accepted
 reference profile are explicit checks recorded in the same format. Outputs: `report_dir/`
-(`data_docs/`, `result.json`, `profile.json`) and a small metrics JSON; any failure raises
-`DataValidationError` after the reports are written. The suite, the checks and drift live in
+(`data_docs/`, `result.json`, `profile.json`, and `gate.json` when every check passed) and a
+small metrics JSON; any failure raises `DataValidationError` after the reports are written.
+
+`gate.json` is what training stages depend on: it says only which data passed (the data hash),
+so accepting a new drift reference, which changes the drift scores in the metrics, leaves its
+bytes and hence every trained model untouched. The suite, the checks and drift live in
 `components.validation`; this module runs them and owns the report.
 """
 
@@ -31,8 +35,11 @@ from components.core.io import (
 from components.core.stage import StageIO, StageResult
 from components.validation import check_dataset, check_drift, profile_dataset, run_expectations
 
+GATE_FILE = "gate.json"  # in the report folder; written only when every check passed
+
 __all__ = [  # the last four live in `components.validation`; kept importable from here
-    "DataValidationError", "ValidationReport", "accept_profile", "describe_samples", "validate",
+    "GATE_FILE", "DataValidationError", "ValidationReport", "accept_profile", "describe_samples",
+    "gate_record", "validate",
     "check_dataset", "check_drift", "profile_dataset", "run_expectations",
 ]
 
@@ -85,6 +92,8 @@ def validate(cfg: ValidateConfig, prepared_dir: Path, report_dir: Path,
             **report.metrics(), "failures": failures, "expectations": records,
             "config": cfg.model_dump(), "data_hash": ds.manifest.get("data_hash"),
             "data_docs": "data_docs/index.html"})
+        if not failures:
+            atomic_write_json(tmp / GATE_FILE, gate_record(ds.manifest))
     atomic_write_json(metrics_path, report.metrics())
     if failures:
         lines = [f"  {i}. {m}" for i, m in enumerate(failures, 1)]
@@ -92,6 +101,12 @@ def validate(cfg: ValidateConfig, prepared_dir: Path, report_dir: Path,
             f"{prepared_dir}: data validation failed ({len(failures)} of {len(records)} checks; "
             f"report: {Path(report_dir) / 'result.json'}):\n" + "\n".join(lines), report)
     return report
+
+
+def gate_record(manifest: dict) -> dict[str, Any]:
+    """The gate's content: which prepared data passed; nothing that drift or timing changes."""
+    return {"passed": True, "data_hash": manifest.get("data_hash"),
+            "splits": {s: manifest.get("splits", {}).get(s, {}).get("sha256") for s in SPLITS}}
 
 
 def accept_profile(report_dir: Path, reference_path: Path) -> Path:

@@ -29,7 +29,9 @@ class IngestConfig(Section):
         default="digits", description="Data source kind: a module of `components/sources/`."
     )
     path: str | None = Field(
-        default=None, description="File or folder of the source (unused for `digits`)."
+        default=None,
+        description="File or folder of the source; a DVC dep of `ingest`, so never null in "
+                    "params.yaml (digits: `components/sources/digits.py`).",
     )
     label_column: str = Field(default="label", description="`csv`: the label column's name.")
     image_shape: list[int] | None = Field(
@@ -59,12 +61,25 @@ class IngestConfig(Section):
         return self
 
 
+class MinPerClass(Section):
+    """Fewest samples of each class a split may hold: enough to learn from in `train`, at
+    least one to measure in `val` and `test` (what `ingest` gives a class of >= 3 samples)."""
+
+    train: int = Field(default=5, ge=1, description="Minimum samples per class in train.")
+    val: int = Field(default=1, ge=1, description="Minimum samples per class in val.")
+    test: int = Field(default=1, ge=1, description="Minimum samples per class in test.")
+
+
 class ValidateConfig(Section):
     expected_labels: list[int] | None = Field(
         default=None, description="Exact label set required; default: 0..num_classes-1."
     )
     min_class_share: float = Field(
         default=0.02, ge=0, lt=1, description="Each class's minimum share of each split."
+    )
+    min_per_class: MinPerClass = Field(
+        default_factory=MinPerClass,
+        description="Each class's minimum sample count per split ({train, val, test}).",
     )
     value_min: float = Field(default=0.0, description="Smallest allowed pixel value (scaled).")
     value_max: float = Field(default=1.0, description="Largest allowed pixel value (scaled).")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from components.core.io import read_json
+from components.core.io import read_json, read_npz
 
 PREPARED_DIR = Path("data/prepared")
 SPLITS = ("train", "val", "test")
@@ -61,12 +61,12 @@ def load_split(path: str | Path) -> Split:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: prepared split not found (run the `ingest` stage)")
-    with np.load(path, allow_pickle=False) as z:
-        missing = {"x", "y", "ids"} - set(z.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-        return Split(x=z["x"].astype(np.float32, copy=False), y=z["y"].astype(np.int64),
-                     ids=z["ids"].astype(str))
+    z = read_npz(path)  # ValueError naming `path` when it is not a readable archive
+    missing = {"x", "y", "ids"} - set(z)
+    if missing:
+        raise ValueError(f"{path}: missing arrays {sorted(missing)}")
+    return Split(x=z["x"].astype(np.float32, copy=False), y=z["y"].astype(np.int64),
+                 ids=z["ids"].astype(str))
 
 
 def load_prepared(folder: str | Path = PREPARED_DIR) -> Dataset:

@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,8 +105,42 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path``, read now; any unreadable part names ``path``.
+
+    numpy's own errors do not: a file that is not a zip raises "File is not a zip file", a
+    damaged member "Bad CRC-32" or a zlib error. Pickled (object) arrays are refused.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if head not in ZIP_MAGIC:  # numpy would try a lone .npy or a pickle, with a vaguer error
+        what = "an empty file" if not head else f"a file starting with {head!r}"
+        raise ValueError(f"{path}: not an .npz (zip) archive: {what}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz archive ({e})") from None
+    arrays = {}
+    with z:
+        for key in z.files:
+            try:
+                arrays[key] = z[key]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise ValueError(f"{path}: array `{key}` is unreadable ({e})") from None
+    return arrays
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -2,6 +2,8 @@
 
 `model.pt` holds only plain containers and tensors, so it loads with
 ``torch.load(..., weights_only=True)``; the module is rebuilt from the config in the registry.
+`metadata.json` records model.pt's sha256, and loading verifies it before unpickling anything:
+a truncated, flipped or swapped weights file is refused, naming the file and both hashes.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def save_checkpoint(
         "in_shape": list(in_shape),
         "num_classes": int(num_classes),
         "params": count_params(model),
-        "sha256": sha256_file(model_path),
         **metadata,
+        "sha256": sha256_file(model_path),  # last: what the file is, whatever the caller passed
     }
     atomic_write_json(folder / "metadata.json", meta)
     return model_path
@@ -73,6 +75,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path = path / "model.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    meta_path = path.parent / "metadata.json"
+    metadata = read_json(meta_path) if meta_path.exists() else {}
+    verify_sha256(path, metadata.get("sha256"), meta_path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
@@ -91,7 +96,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not match the architecture spec: {e}") from None
     model.eval()
-    meta_path = path.parent / "metadata.json"
-    metadata = read_json(meta_path) if meta_path.exists() else {}
     return Checkpoint(model=model, arch=arch, in_shape=in_shape,  # type: ignore[arg-type]
                       num_classes=int(payload["num_classes"]), path=path, metadata=metadata)
+
+
+def verify_sha256(path: Path, recorded: str | None, source: Path) -> None:
+    """Refuse ``path`` when its content hash differs from the one ``source`` records."""
+    if recorded is None:  # no metadata.json beside it (a bare weights file): nothing to check
+        return
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise ValueError(f"{path}: sha256 {actual} differs from {recorded} recorded in {source} "
+                         "(the weights were changed or corrupted after they were saved)")

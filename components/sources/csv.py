@@ -34,7 +34,8 @@ def load(cfg: IngestConfig) -> RawData:
     path = _source_path(cfg)
     try:
         df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            OSError) as e:
         raise ValueError(f"{path}: not a readable CSV ({e})") from None
     if cfg.label_column not in df.columns:
         raise ValueError(
@@ -92,7 +93,9 @@ def _csv_shape(path: Path, image_shape: list[int] | None, n: int) -> tuple[int, 
 def _csv_labels(path: Path, col: pd.Series) -> tuple[np.ndarray, list[str]]:
     values = col.to_numpy()
     if np.issubdtype(values.dtype, np.number):
-        if not np.all(values == np.round(values)):
-            raise ValueError(f"{path}: numeric labels must be whole numbers")
+        bad = np.flatnonzero(values != np.round(values))
+        if len(bad):
+            rows = ", ".join(f"row {col.index[i]} ({float(values[i]):g})" for i in bad[:5])
+            raise ValueError(f"{path}: numeric labels must be whole numbers: {rows}")
         return _encode_labels(values.astype(np.int64))
     return _encode_labels(values.astype(str))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -17,13 +19,16 @@ def load(cfg: IngestConfig) -> RawData:
     """One sub-folder per class (sorted names = classes) of PNG/JPEG files, read as grey 'L'.
 
     Unreadable files and images whose size differs from the majority size land in `rejected`
-    instead of raising; ids are paths relative to the root folder.
+    instead of raising; ids are paths relative to the root folder. A symlinked file or folder
+    that resolves outside the root is refused (ValueError naming it): the dataset is the
+    folder's content, never what a link drags in from elsewhere.
     """
     from PIL import Image
 
     root = _source_path(cfg)
     if not root.is_dir():
         raise ValueError(f"{root}: the imagefolder source expects a folder of class folders")
+    refuse_escaping_links(root)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise ValueError(f"{root}: no class sub-folders found")
@@ -61,6 +66,25 @@ def load(cfg: IngestConfig) -> RawData:
         source_sha256=sha256_tree(root),
         rejected=rejected,
     )
+
+
+def refuse_escaping_links(root: Path) -> None:
+    """Raise when any symlink under ``root`` (file or folder, at any depth) resolves outside it.
+
+    Walks without following links: a link is judged by where it points, before anything below
+    it is read (or hashed: `sha256_tree` follows links). A link to a folder inside ``root``
+    needs no descent, the walk reaches that folder's own links directly.
+    """
+    top = root.resolve()
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(dirs + files):
+            entry = Path(folder) / name
+            if entry.is_symlink():
+                target = entry.resolve()
+                if not target.is_relative_to(top):
+                    raise ValueError(
+                        f"{root}: {entry.relative_to(root).as_posix()} is a symlink to {target}, "
+                        "outside the image folder; copy the files in instead of linking them")
 
 
 def _majority_size(read: list[tuple[str, int, np.ndarray]], rejected: list[dict[str, str]]

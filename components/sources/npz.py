@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from components.config import IngestConfig
-from components.core.io import sha256_file
+from components.core.io import read_npz, sha256_file
 from components.sources.common import RawData, _encode_labels, _source_path
 
 
@@ -16,35 +16,36 @@ def load(cfg: IngestConfig) -> RawData:
     strings) become the classes, sorted. Default max_value: 1.0 for float `x`, 255 otherwise.
     """
     path = _source_path(cfg)
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of arrays, found a single array")
-    with z:
-        for key in ("x", "y"):
-            if key not in z.files:
-                raise ValueError(f"{path}: missing array `{key}` (found {sorted(z.files)})")
-        try:
-            x, y = z["x"], z["y"]
-            names = [str(c) for c in z["classes"]] if "classes" in z.files else None
-        except ValueError as e:  # e.g. an object array, refused without pickle
-            raise ValueError(f"{path}: {e}") from None
+    z = read_npz(path)  # ValueError naming `path`: not a zip, damaged, pickled arrays
+    for key in ("x", "y"):
+        if key not in z:
+            raise ValueError(f"{path}: missing array `{key}` (found {sorted(z)})")
+    x, y = z["x"], z["y"]
+    names = [str(c) for c in z["classes"]] if "classes" in z else None
     if x.ndim == 3:
         x = x[:, None, :, :]  # (N, H, W) -> (N, 1, H, W)
     elif x.ndim != 4:
         raise ValueError(f"{path}: `x` must be (N, H, W) or (N, C, H, W), got {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"{path}: `y` must be ({len(x)},) to match `x`, got {y.shape}")
+    if np.issubdtype(y.dtype, np.floating):
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():  # 0.3 and 0.7 would both become class "0"
+            bad = np.flatnonzero(~whole)
+            raise ValueError(f"{path}: `y` holds {len(bad)} non-integer label(s), e.g. sample(s) "
+                             + ", ".join(f"{path.name}:{i} (y={float(y[i]):g})" for i in bad[:5]))
+        y = y.astype(np.int64)
     if names is None:
         labels, names = _encode_labels(y)
     else:
         if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{path}: `y` must hold integer indices into `classes`")
+            raise ValueError(f"{path}: `y` must hold integer indices into `classes`, "
+                             f"got dtype {y.dtype}")
         labels = y.astype(np.int64)
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
-            raise ValueError(f"{path}: `y` values must lie in 0..{len(names) - 1} (`classes`)")
+        out = np.flatnonzero((labels < 0) | (labels >= len(names)))
+        if len(out):
+            raise ValueError(f"{path}: `y` values must lie in 0..{len(names) - 1} (`classes`); "
+                             + ", ".join(f"{path.name}:{i} has {labels[i]}" for i in out[:5]))
     return RawData(
         images=x,
         labels=labels,

@@ -1,6 +1,7 @@
 """Explicit checks that span splits or read the manifest, recorded like GX expectations.
 
-Class shares, train/val and train/test leakage, rejected source items, manifest counts.
+Class shares and counts, train/val and train/test leakage, rejected source items, manifest
+counts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from components.validation.records import Record, _cap, _check, _classes, _name
 
 def check_dataset(tables: dict[str, pd.DataFrame], manifest: dict, expected: list[int],
                   names: list[str], cfg: ValidateConfig) -> list[Record]:
-    """Class shares, leakage between splits, rejected source items, manifest consistency."""
+    """Class shares and counts, leakage between splits, rejected items, manifest consistency."""
     records = []
     present = sorted({int(k) for t in tables.values() for k in t["label"].unique()})
     records.append(_check(
@@ -42,6 +43,7 @@ def check_dataset(tables: dict[str, pd.DataFrame], manifest: dict, expected: lis
             {"min_class_share": cfg.min_class_share, "shares": shares},
             f"{split}: class share below min_class_share={cfg.min_class_share:g}: "
             + _cap([f"{_classes([k], names)} {shares[k]:.1%}" for k in low], len(low))))
+        records.append(_check_min_per_class(counts, split, expected, names, cfg))
         listed = manifest.get("splits", {}).get(split, {}).get("per_class", {})
         actual = {_name(int(k), names): int(v) for k, v in counts.items()}
         wrong = sorted(c for c in set(listed) | set(actual) if listed.get(c, 0) != actual.get(c, 0))
@@ -54,6 +56,23 @@ def check_dataset(tables: dict[str, pd.DataFrame], manifest: dict, expected: lis
     for other in ("test", "val"):
         records.append(_check_leakage(tables["train"], tables[other], other))
     return records
+
+
+def _check_min_per_class(counts: pd.Series, split: str, expected: list[int], names: list[str],
+                         cfg: ValidateConfig) -> Record:
+    """Each present class has at least `min_per_class.<split>` samples in `split`.
+
+    A class absent from the split is the GX suite's finding (distinct values contain the set),
+    not repeated here.
+    """
+    minimum = getattr(cfg.min_per_class, split)
+    have = {int(k): int(v) for k, v in counts.items()}
+    low = sorted(k for k in expected if 0 < have.get(k, 0) < minimum)
+    return _check(
+        "class_count_at_least_min", split, not low,
+        {"min_per_class": minimum, "counts": {_name(k, names): have.get(k, 0) for k in expected}},
+        f"{split}: class(es) with fewer than min_per_class.{split}={minimum} samples: "
+        + _cap([f"{_classes([k], names)} has {have[k]}" for k in low], len(low)))
 
 
 def _check_leakage(train: pd.DataFrame, other: pd.DataFrame, split: str) -> Record:

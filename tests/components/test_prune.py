@@ -13,7 +13,7 @@ import torch
 
 from components.config import DeviceProfile, PruneConfig, TrainingConfig, load_params, parse_params
 from components.core.data import Dataset, Split
-from components.core.io import read_json, sha256_file
+from components.core.io import atomic_write_json, read_json, sha256_file
 from components.modeling.architectures import count_params
 from components.modeling.checkpoint import load_checkpoint, save_checkpoint
 from components.prune import DENSE_NOTE, channel_block, make_finetune, prune_stage
@@ -115,6 +115,9 @@ def test_parent_whose_weights_do_not_match_its_spec_is_refused(student, tmp_path
     payload = torch.load(student / "model.pt", weights_only=True)
     payload["arch"]["channels"] = [12, 20]  # spec no longer matches the stored tensors
     torch.save(payload, student / "model.pt")
+    meta = read_json(student / "metadata.json")  # a consistent hash: this test is about the spec
+    meta["sha256"] = sha256_file(student / "model.pt")
+    atomic_write_json(student / "metadata.json", meta)
     with pytest.raises(ValueError, match="do not match the architecture spec"):
         load_checkpoint(student)
     with pytest.raises(ValueError, match="do not match the architecture spec"):

@@ -89,3 +89,26 @@ def test_validate_passes_drift_check_against_accepted_profile(clean, tmp_path):
     assert report.success
     assert report.drift["status"] == "checked"
     assert report.drift["class_share"] == 0 and report.drift["intensity"] == 0
+
+
+def test_validate_gate_is_independent_of_the_drift_reference(clean, tmp_path):
+    """Accepting a new reference changes the drift metrics, never the gate training reads."""
+    root, _ = clean
+    gate = root / "report/gate.json"
+    splits = read_json(root / "prepared/manifest.json")["splits"]
+    assert read_json(gate) == {"passed": True, "data_hash": "1" * 64,
+                               "splits": {s: splits[s]["sha256"] for s in splits}}
+    reference = accept_profile(root / "report", tmp_path / "reference/profile.json")
+    cfg = ValidateConfig(reference_profile=str(reference))
+    validate(cfg, root / "prepared", tmp_path / "report", tmp_path / "metrics.json")
+    assert read_json(tmp_path / "metrics.json") != read_json(root / "metrics.json")  # drift
+    assert (tmp_path / "report/gate.json").read_bytes() == gate.read_bytes()
+
+
+def test_validate_writes_no_gate_when_a_check_fails(tmp_path):
+    arrays = make_splits()
+    arrays["train"]["x"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(DataValidationError, match="train-0000"):
+        run(tmp_path, arrays)
+    assert (tmp_path / "report/result.json").is_file()
+    assert not (tmp_path / "report/gate.json").exists()

@@ -1,10 +1,12 @@
-"""`components.core.data`: the stratified sample keeps class shares and every class."""
+"""`components.core.data`: loading names a broken split; the stratified sample keeps shares."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from components.core.data import Split, stratified_sample
+from components.core.data import Split, load_prepared, stratified_sample
+from tests.helpers_data import make_splits, write_prepared
 
 
 def _split(counts: list[int]) -> Split:
@@ -37,3 +39,17 @@ def test_stratified_sample_is_seeded_and_returns_small_splits_whole():
     assert not np.array_equal(stratified_sample(split, 15, seed=3).ids,
                               stratified_sample(split, 15, seed=4).ids)
     assert stratified_sample(split, len(split)) is split
+
+
+def test_prepared_split_that_is_not_a_zip_names_its_path(tmp_path):
+    folder = write_prepared(tmp_path / "prepared", make_splits())
+    (folder / "val.npz").write_bytes(b"<html>404 from the artifact store</html>")
+    with pytest.raises(ValueError, match=f"^{folder / 'val.npz'}: not an .npz"):
+        load_prepared(folder)
+
+
+def test_prepared_split_missing_an_array_names_path_and_array(tmp_path):
+    folder = write_prepared(tmp_path / "prepared", make_splits())
+    np.savez(folder / "test.npz", x=np.zeros((3, 1, 4, 4), np.float32), y=np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"test\.npz: missing arrays \['ids'\]"):
+        load_prepared(folder)

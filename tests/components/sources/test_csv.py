@@ -60,3 +60,15 @@ def test_csv_missing_label_column_names_file_and_column(tmp_path):
     path = write_csv(tmp_path / "data.csv", "target,a,b,c,d\n0,1,2,3,4\n")
     with pytest.raises(ValueError, match=r"data\.csv: label column `label` not found"):
         load_source(cfg(path))
+
+
+def test_csv_fractional_labels_name_their_rows(tmp_path):
+    path = write_csv(tmp_path / "data.csv", """
+label,p0,p1,p2,p3
+1,0,0,0,0
+1.5,0,0,0,0
+2,0,0,0,0
+""")
+    with pytest.raises(ValueError, match=r"data\.csv: numeric labels must be whole numbers: "
+                                         r"row 1 \(1\.5\)"):
+        load_source(cfg(path))

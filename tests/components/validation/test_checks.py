@@ -77,3 +77,28 @@ def test_checks_reject_labels_outside_the_declared_classes(prepare):
     inputs.manifest["num_classes"] = 3
     msg = check_failures(inputs)
     assert "label(s) outside the declared classes [0, 1, 2]: [5]" in msg
+
+
+def test_checks_reject_class_with_too_few_samples_naming_split_class_and_count(prepare):
+    arrays = make_splits()  # 6 / 3 / 3 samples of each class
+    val = arrays["val"]
+    keep = np.ones(len(val["y"]), bool)
+    keep[4:6] = False  # class 1 keeps one of its three val samples
+    arrays["val"] = {k: v[keep] for k, v in val.items()}
+    cfg = ValidateConfig(min_per_class={"train": 6, "val": 2, "test": 3})
+    records = check_dataset(*_args(prepare(arrays)), cfg)
+    failed = [r for r in records if not r["success"]]
+    assert [(r["check"], r["split"]) for r in failed] == [("class_count_at_least_min", "val")]
+    assert failed[0]["message"] == ("val: class(es) with fewer than min_per_class.val=2 "
+                                    "samples: 1 (c1) has 1")
+    assert failed[0]["result"]["counts"] == {"c0": 3, "c1": 1, "c2": 3}
+
+
+def test_default_min_per_class_passes_the_tiny_test_splits(prepare):
+    records = check_dataset(*_args(prepare(make_splits())), ValidateConfig())
+    assert [r for r in records if r["check"] == "class_count_at_least_min"
+            and r["success"]] and all(r["success"] for r in records)
+
+
+def _args(inputs) -> tuple:
+    return inputs.tables, inputs.manifest, inputs.expected, inputs.names
