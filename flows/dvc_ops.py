@@ -6,16 +6,25 @@ and commits a stage but releases it while the stage's command runs. Parallel `dv
 processes therefore only contend for a few seconds around each command, and `dvc
 --wait-for-lock` makes them queue for the lock instead of failing with "Unable to acquire lock"
 after DVC's 3 s default. dvc.lock is read and rewritten under that same lock.
+
+A commit is verified, not trusted: when the cache copy fails (a full disk), `dvc repro` still
+writes the new hash into dvc.lock and exits 0, leaving a lock file that names an object the cache
+does not hold. `run_dvc` therefore checks, after every `repro` or `commit`, that each cached out
+of each stage whose dvc.lock entry changed has its objects in the cache (`verify_commit`); when
+one is missing it puts back that stage's previous entry, so `dvc status` truthfully reports the
+stage changed, and raises `CacheIncomplete` naming the stage, the out and the object.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +35,21 @@ class StageFailed(RuntimeError):
     """A `dvc` command of a stage exited non-zero or ran past its timeout."""
 
 
+class CacheIncomplete(StageFailed):
+    """dvc.lock recorded an output whose object is not in the DVC cache (e.g. the disk filled)."""
+
+
+COMMITTING = ("repro", "commit")  # the `dvc` commands that write hashes into dvc.lock
+# DVC's temporary names in its cache folders (`.<22 url-safe base64 chars>.tmp`)
+_CACHE_TEMP = re.compile(r"\.[A-Za-z0-9_-]{22}\.tmp")
+
+
 def run_dvc(args: list[str], repo: str | Path, env: dict[str, str] | None = None,
             timeout_s: float | None = None) -> str:
     """Run `dvc --wait-for-lock ARGS` in `repo`; return its output or raise `StageFailed`.
 
     The command leads its own process group, so a timeout ends the stage's training process too.
+    After `repro` and `commit`, `verify_commit` checks the cache (`CacheIncomplete` if not).
     """
     bin_dir = Path(sys.executable).parent  # the venv's `dvc` and `distillery`
     exe = str(bin_dir / "dvc") if (bin_dir / "dvc").exists() else "dvc"
@@ -39,6 +58,24 @@ def run_dvc(args: list[str], repo: str | Path, env: dict[str, str] | None = None
     full_env = {**os.environ, **(env or {}), "PYTHONPATH": python_path,
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [exe, "--wait-for-lock", *args]
+    commits = bool(args) and args[0] in COMMITTING
+    before = read_lock_stages(repo) if commits else {}
+    try:
+        out = _communicate(cmd, args, repo, full_env, timeout_s)
+    except StageFailed as failed:
+        if commits:
+            try:
+                verify_commit(repo, before)
+            except CacheIncomplete as incomplete:
+                raise CacheIncomplete(f"{incomplete}\n{failed}") from None
+        raise
+    if commits:
+        verify_commit(repo, before)
+    return out
+
+
+def _communicate(cmd: list[str], args: list[str], repo: str | Path, full_env: dict[str, str],
+                 timeout_s: float | None) -> str:
     proc = subprocess.Popen(cmd, cwd=repo, env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -111,3 +148,108 @@ def order_lockfile(repo: str | Path, order: list[str]) -> None:
             moved = {n: stages[n] for n in ordered}
             stages.clear()
             stages.update(moved)
+
+
+def read_lock_stages(repo: str | Path) -> dict[str, Any]:
+    """dvc.lock's `stages` mapping as it is now (empty when there is no dvc.lock yet)."""
+    path = Path(repo) / "dvc.lock"
+    if not path.exists():
+        return {}
+    with dvc_repo_lock(repo):
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+
+
+def missing_from_cache(repo: str | Path,
+                       stages: Iterable[str] | None = None) -> dict[tuple[str, str], str]:
+    """{(stage, out): what is missing} for each cached out that dvc.lock records but whose
+    object (or, for a folder, its `.dir` listing or one of its files) the cache lacks."""
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    wanted = None if stages is None else set(stages)
+    missing: dict[tuple[str, str], str] = {}
+    with Repo(str(repo)) as dvc_repo:
+        odb = dvc_repo.cache.local
+        root = Path(dvc_repo.root_dir)
+        for stage in dvc_repo.index.stages:
+            # the root dvc.yaml's stages, by their dvc.lock key (`train_teachers@mlp`)
+            if not isinstance(stage, PipelineStage) or Path(stage.dvcfile.path).parent != root:
+                continue
+            if wanted is not None and stage.name not in wanted:
+                continue
+            for out in stage.outs:
+                oid = out.hash_info.value if out.hash_info else None
+                if not out.use_cache or not oid:
+                    continue
+                lack = _missing_objects(odb, oid)
+                if lack:
+                    missing[(stage.name, str(out.def_path))] = (
+                        f"{len(lack)} object(s) not in the cache {odb.path}, e.g. "
+                        f"{odb.oid_to_path(lack[0])}")
+    return missing
+
+
+def _missing_objects(odb: Any, oid: str) -> list[str]:
+    """The object ids of ``oid`` (a file's md5, or a folder's `md5.dir` and its files) that the
+    cache does not hold."""
+    path = Path(odb.oid_to_path(oid))
+    if not path.is_file():
+        return [oid]
+    if not oid.endswith(".dir"):
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [oid]  # a truncated listing is as good as none
+    return [e["md5"] for e in entries if not Path(odb.oid_to_path(e["md5"])).is_file()]
+
+
+def verify_commit(repo: str | Path, before: dict[str, Any]) -> None:
+    """After a commit: every stage whose dvc.lock entry changed since ``before`` (what
+    `read_lock_stages` returned before the command) has its cached outs in the cache.
+
+    Otherwise its previous entry goes back into dvc.lock (or the entry is dropped when it had
+    none), DVC's partial temporary files in the cache are removed, and `CacheIncomplete` names
+    every stage, out and missing object.
+    """
+    from dvc.utils.serialize import modify_yaml
+
+    path = Path(repo) / "dvc.lock"
+    if not path.exists():
+        return
+    with dvc_repo_lock(repo):
+        after = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+        changed = [name for name, entry in after.items() if before.get(name) != entry]
+        if not changed:
+            return
+        missing = missing_from_cache(repo, changed)
+        if not missing:
+            return
+        bad = sorted({stage for stage, _ in missing})
+        with modify_yaml(str(path)) as data:
+            stages = data.setdefault("stages", {})
+            for name in bad:
+                if name in before:
+                    stages[name] = before[name]
+                else:
+                    stages.pop(name, None)
+        _remove_cache_temps(repo)
+    lines = "\n".join(f"  stage `{stage}`, out `{out}`: {what}"
+                      for (stage, out), what in sorted(missing.items()))
+    raise CacheIncomplete(
+        f"{path}: the commit recorded outputs the DVC cache does not hold (disk full?):\n"
+        f"{lines}\n{path}: restored the previous entry of {', '.join(bad)}; "
+        "`dvc status` reports them changed until they are reproduced")
+
+
+def _remove_cache_temps(repo: str | Path) -> None:
+    """DVC's partial copies (`.dvc/cache/files/md5/xx/.NAME.tmp`) left by a failed transfer.
+
+    Called under the repo lock, while no DVC process of this repo is transferring."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        root = Path(dvc_repo.cache.local.path)
+    for p in root.glob("*/.*.tmp"):
+        if _CACHE_TEMP.fullmatch(p.name):
+            p.unlink(missing_ok=True)

@@ -72,15 +72,30 @@ def configured_mlflow() -> Any:
 
 @contextlib.contextmanager
 def start_stage_run(stage: str, experiment: str, tags: dict[str, str]) -> Iterator[Any]:
-    """Open the MLflow run of one stage (nested under the pipeline run when there is one)."""
+    """Open the MLflow run of one stage (nested under the pipeline run when there is one).
+
+    The run ends FINISHED, FAILED when the body raises, KILLED on KeyboardInterrupt/SystemExit.
+    When the store cannot take the final status, the body's own error is raised, with a note.
+    """
     mlflow = configured_mlflow()
     mlflow.set_experiment(experiment)
     parent = os.environ.get(PARENT_ENV)
     all_tags = {"distillery.stage": stage, "git_commit": git_commit(), **tags}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
+    run = mlflow.start_run(run_name=stage, tags=all_tags)
+    try:
         yield run
+    except BaseException as e:
+        # an interrupt (SIGTERM raises a KeyboardInterrupt in the stage runner) is KILLED
+        status = "KILLED" if isinstance(e, KeyboardInterrupt | SystemExit) else "FAILED"
+        try:
+            mlflow.end_run(status)
+        except Exception as end_error:  # noqa: BLE001 - the stage's own error is the report
+            e.add_note(f"MLflow run {run.info.run_id} of stage `{stage}` could not be marked "
+                       f"{status} at {tracking_uri()}: {end_error}")
+        raise
+    mlflow.end_run("FINISHED")
 
 
 @contextlib.contextmanager

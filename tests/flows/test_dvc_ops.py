@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from flows.dvc_ops import StageFailed, changed_stages, read_lock_entry, run_dvc, stage_changed
+from tests.helpers_data import REPO
 
 DVC_YAML = """\
 stages:
@@ -53,3 +56,52 @@ def test_changed_stages_follows_deps_and_outs(repo: Path):
 
     (repo / "in.txt").write_text("second\n")
     assert changed_stages(repo, ["copy"]) == {"copy"} and stage_changed("copy", repo)
+
+
+BIG_DVC_YAML = """\
+stages:
+  big:
+    # the stage lifts the write limit for itself: only DVC's own cache copy hits it
+    cmd: bash -c 'ulimit -f unlimited; mkdir -p outdir; head -c 3000000 /dev/urandom >
+      outdir/a.bin; echo small > outdir/b.txt'
+    outs: [outdir]
+"""
+
+
+@pytest.mark.slow
+def test_a_cache_copy_cut_by_a_full_disk_leaves_dvc_lock_truthful(tmp_path: Path):
+    """#14 item 8: DVC writes the new hash into dvc.lock and exits 0 although the copy failed."""
+    from flows.dvc_ops import missing_from_cache
+    from tests.flows.helpers_faults import fsize_limit
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    run_dvc(["init", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text(BIG_DVC_YAML)
+    run_dvc(["repro"], tmp_path)
+    before = (tmp_path / "dvc.lock").read_text()
+    assert missing_from_cache(tmp_path) == {}
+
+    # DVC itself, under a 1 MB file-size limit, and nothing of ours: what it leaves behind
+    raw = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "--force"],
+                         cwd=tmp_path, capture_output=True, text=True,
+                         preexec_fn=fsize_limit(1_000_000))
+    assert raw.returncode == 0 and "File too large" in raw.stderr  # DVC calls it a success
+    assert (tmp_path / "dvc.lock").read_text() != before  # ... and records the new hash
+    missing = missing_from_cache(tmp_path)
+    assert list(missing) == [("big", "outdir")]
+
+    # through run_dvc: the same fault is caught, named and dvc.lock put back
+    (tmp_path / "dvc.lock").write_text(before)
+    limited = subprocess.run(
+        [sys.executable, "-c", "import sys; from flows.dvc_ops import run_dvc; "
+         "run_dvc(['repro', '--force'], sys.argv[1])", str(tmp_path)],
+        capture_output=True, text=True, preexec_fn=fsize_limit(1_000_000),
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert limited.returncode == 1
+    assert "CacheIncomplete" in limited.stderr
+    assert "stage `big`, out `outdir`" in limited.stderr and "restored" in limited.stderr
+    assert (tmp_path / "dvc.lock").read_text() == before
+    assert not list((tmp_path / ".dvc/cache").rglob("*.tmp"))  # DVC's partial copy is gone
+    assert changed_stages(tmp_path) == {"big"}  # truthful: the new outdir is not committed
+    run_dvc(["repro"], tmp_path)  # with room on the disk it commits
+    assert missing_from_cache(tmp_path) == {} and changed_stages(tmp_path) == set()

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from flows.graph import stage_io
-from flows.stages import quarantine, run_stage, stage_module
+from flows.stages import quarantine, remove_stale_temps, run_stage, stage_module
 from tests.helpers_data import REPO, make_dataset, write_dataset
 
 
@@ -25,7 +25,7 @@ def test_every_dvc_stage_has_a_module_with_run(name):
 def test_every_stage_command_calls_the_runner_with_its_own_name():
     for name, stage in dvc_stages().items():
         cmd = stage.get("do", stage)["cmd"]
-        assert cmd.startswith(f"distillery stage {name}"), cmd
+        assert cmd.startswith((f"bin/stage {name}", f"distillery stage {name}")), cmd
 
 
 def test_failed_stage_moves_its_outputs_aside(tmp_path, monkeypatch):
@@ -86,3 +86,52 @@ def test_stage_io_names_paths_as_dvc_yaml_vars_do():
         io.dep("student")
     with pytest.raises(ValueError, match="foreach stage and needs an item"):
         stage_io("train_teachers", None, REPO / "dvc.yaml")
+
+
+def test_stale_temps_of_a_stage_are_removed_and_no_other_stages(tmp_path):
+    """#14 item 7: a kill -9 during `convert` leaves `models/.bundles.*.tmp/` behind."""
+    convert = stage_io("convert", None, REPO / "dvc.yaml")
+    mine = [tmp_path / "models/.bundles.k1l2m3n_.tmp", tmp_path / "models/.bundles.old-4242",
+            tmp_path / "metrics/.convert.json.a1b2c3d4.tmp"]
+    others = [tmp_path / "models/.quantized.a1b2c3d4.tmp",  # quantize's, maybe running now
+              tmp_path / "models/.bundles.notes", tmp_path / "models/bundles-old.tmp",
+              tmp_path / "metrics/.convert.json.toolong123.tmp"]
+    for p in mine[:2] + others[:1]:
+        (p / "edge").mkdir(parents=True)
+        (p / "edge/model.onnx").write_bytes(b"complete-looking, never verified")
+    for p in mine[2:] + others[1:]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("{}")
+    removed = remove_stale_temps([tmp_path / p for p in convert.outs.values()])
+    assert sorted(removed) == sorted(mine)
+    assert not any(p.exists() for p in mine)
+    assert all(p.exists() for p in others)
+
+
+def test_a_stage_run_removes_the_temps_a_killed_run_of_it_left(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name in ("params.yaml", "dvc.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    left = tmp_path / "data/.prepared.abcd1234.tmp"
+    other = tmp_path / "models/.bundles.abcd1234.tmp"
+    for p in (left, other):
+        p.mkdir(parents=True)
+        (p / "half.npz").write_bytes(b"half")
+    run_stage("ingest")
+    assert (tmp_path / "data/prepared/manifest.json").exists()
+    assert not left.exists()
+    assert (other / "half.npz").exists()  # convert's: only convert's next run removes it
+
+
+def test_stale_temps_match_the_names_components_core_io_gives_its_temporaries(tmp_path):
+    from components.core.io import atomic_dir
+    from flows.stages import stale_temps
+
+    out = tmp_path / "models/bundles"
+    with atomic_dir(out) as tmp:
+        assert stale_temps(out) == [tmp]  # what a kill -9 here would leave
+        (tmp / "m.json").write_text("{}")
+    with atomic_dir(out):  # a rebuild beside the published folder: only its temporary
+        assert len(stale_temps(out)) == 1
+    assert stale_temps(out) == []

@@ -85,3 +85,16 @@ def test_stage_runs_nest_under_the_pipeline_run_which_restores_the_env(
     assert tags["distillery.stage"] == "distill" and tags["data_hash"] == "abc"
     assert tags["git_commit"] == tracking.git_commit()  # of the working directory
     assert child.info.run_name == "distill"
+
+
+@pytest.mark.parametrize(("error", "status"), [(KeyboardInterrupt, "KILLED"),
+                                               (SystemExit, "KILLED"), (OSError, "FAILED")])
+def test_a_stage_run_ends_killed_when_interrupted_and_failed_when_it_raises(
+        store: Path, error: type[BaseException], status: str):
+    with pytest.raises(error), tracking.start_stage_run("prune", "test-tracking", {}) as run:
+        raise error()
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == status
+    assert mlflow.active_run() is None
+    with tracking.start_stage_run("prune", "test-tracking", {}) as run:
+        pass
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ from components.core.io import (
     read_npz,
     sha256_tree,
 )
+from tests.helpers_data import REPO
 
 
 def test_atomic_dir_leaves_the_old_folder_untouched_on_failure(tmp_path):
@@ -75,3 +79,18 @@ def test_read_json_of_binary_garbage_names_the_path(tmp_path):
     (tmp_path / "m.json").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ValueError, match="m.json: not valid JSON"):
         read_json(tmp_path / "m.json")
+
+
+
+def test_a_write_that_runs_out_of_room_names_the_file(tmp_path):
+    """A full disk (here: a file-size limit, in a child process) names the file it was writing."""
+    target = tmp_path / "big.bin"
+    code = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)); "
+            "from components.core.io import atomic_write_bytes; "
+            f"atomic_write_bytes({str(target)!r}, b'x' * 100_000)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO)
+    assert out.returncode != 0
+    assert "File too large" in out.stderr and str(target) in out.stderr
+    assert not target.exists() and not list(tmp_path.glob(".big.bin.*"))
