@@ -67,6 +67,15 @@ def _data_tags(io: StageIO) -> dict[str, str]:
         else {}
 
 
+def _log_input(io: StageIO) -> None:
+    """The prepared dataset a stage reads, as an MLflow input of its run."""
+    from flows.tracking import log_prepared_input
+
+    prepared = io.deps.get("prepared")
+    if prepared and (prepared / "manifest.json").exists():
+        log_prepared_input(prepared, read_json(prepared / "manifest.json"), io.address)
+
+
 def run_stage(name: str, item: str | None = None, params_path: Path = Path("params.yaml"),
               dvc_file: Path = Path("dvc.yaml")) -> StageResult:
     """Run one stage with tracking; on any failure move its outputs aside and re-raise.
@@ -86,6 +95,7 @@ def run_stage(name: str, item: str | None = None, params_path: Path = Path("para
     with (_terminate_raises(io.address), _quarantine_on_failure(io.address, outs),
           start_stage_run(io.address, params.tracking.experiment, _data_tags(io)) as run,
           _quarantine_on_failure(io.address, outs)):
+        _log_input(io)
         start = time.perf_counter()
         result: StageResult = module.run(params, io)
         result.timings.setdefault("stage_seconds", round(time.perf_counter() - start, 3))

@@ -16,6 +16,8 @@ from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_ENV = "DISTILLERY_PARENT_RUN_ID"
+# the MLflow 3 UI opens an experiment of this kind on its model-training views
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri() -> str:
@@ -70,6 +72,35 @@ def configured_mlflow() -> Any:
     return mlflow
 
 
+def use_experiment(mlflow: Any, name: str) -> None:
+    """Make ``name`` the active experiment, marked as a model-training one unless the user
+    already gave it a kind."""
+    experiment = mlflow.set_experiment(name)
+    key, kind = EXPERIMENT_KIND
+    if key not in (experiment.tags or {}):
+        mlflow.set_experiment_tag(key, kind)
+
+
+def log_prepared_input(prepared: Path, manifest: dict[str, Any], context: str) -> None:
+    """The prepared dataset as an input of the active run (`mlflow.log_input`): its folder, its
+    content hash as the digest, and its split sizes as tags. Nothing is loaded."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(Path(prepared).resolve()))
+    name = (manifest.get("source") or {}).get("kind") or Path(prepared).name
+    dataset = MetaDataset(source=source, name=str(name), digest=str(manifest["data_hash"])[:36])
+    counts = {f"count.{split}": str(info["count"])
+              for split, info in (manifest.get("splits") or {}).items()
+              if isinstance(info, dict) and "count" in info}
+    mlflow.log_input(dataset, context=context, tags=counts)
+
+
 @contextlib.contextmanager
 def start_stage_run(stage: str, experiment: str, tags: dict[str, str]) -> Iterator[Any]:
     """Open the MLflow run of one stage (nested under the pipeline run when there is one).
@@ -78,7 +109,7 @@ def start_stage_run(stage: str, experiment: str, tags: dict[str, str]) -> Iterat
     When the store cannot take the final status, the body's own error is raised, with a note.
     """
     mlflow = configured_mlflow()
-    mlflow.set_experiment(experiment)
+    use_experiment(mlflow, experiment)
     parent = os.environ.get(PARENT_ENV)
     all_tags = {"distillery.stage": stage, "git_commit": git_commit(), **tags}
     if parent:
@@ -102,7 +133,7 @@ def start_stage_run(stage: str, experiment: str, tags: dict[str, str]) -> Iterat
 def start_pipeline_run(experiment: str, name: str = "pipeline") -> Iterator[Any]:
     """Parent run for a whole chain; children find it through `DISTILLERY_PARENT_RUN_ID`."""
     mlflow = configured_mlflow()
-    mlflow.set_experiment(experiment)
+    use_experiment(mlflow, experiment)
     with mlflow.start_run(run_name=name, tags={"git_commit": git_commit(),
                                                "distillery.stage": "pipeline"}) as run:
         previous = os.environ.get(PARENT_ENV)

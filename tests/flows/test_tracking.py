@@ -98,3 +98,29 @@ def test_a_stage_run_ends_killed_when_interrupted_and_failed_when_it_raises(
     with tracking.start_stage_run("prune", "test-tracking", {}) as run:
         pass
     assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_stage_runs_mark_their_experiment_as_model_training_unless_told_otherwise(store: Path):
+    with tracking.start_stage_run("ingest", "test-kind", {}):
+        pass
+    key, kind = tracking.EXPERIMENT_KIND
+    assert mlflow.get_experiment_by_name("test-kind").tags[key] == kind
+    mlflow.set_experiment_tag(key, "genai_development")  # the user's choice stays
+    with tracking.start_stage_run("ingest", "test-kind", {}):
+        pass
+    assert mlflow.get_experiment_by_name("test-kind").tags[key] == "genai_development"
+
+
+def test_the_prepared_dataset_is_logged_as_the_runs_input(store: Path):
+    manifest = {"data_hash": "d" * 64, "source": {"kind": "digits"},
+                "splits": {"train": {"count": 5, "sha256": "x"}, "test": {"count": 2}}}
+    (store / "prepared").mkdir(exist_ok=True)
+    with tracking.start_stage_run("distill", "test-tracking", {}) as run:
+        tracking.log_prepared_input(store / "prepared", manifest, "distill")
+    inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset, tags = inputs[0].dataset, {t.key: t.value for t in inputs[0].tags}
+    assert dataset.name == "digits" and dataset.digest == "d" * 36
+    assert str((store / "prepared").resolve()) in dataset.source
+    assert tags["mlflow.data.context"] == "distill"
+    assert tags["count.train"] == "5" and tags["count.test"] == "2"
