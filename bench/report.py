@@ -193,17 +193,37 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+KIND_COLORS = {"teacher": "tab:blue", "ensemble": "tab:purple", "student": "tab:orange",
+               "quantized": "tab:green"}
+
+
 def write_plot(result: dict[str, Any], path: Path) -> Path:
-    """Accuracy vs p50 latency (1 thread, batch 1) and vs ONNX size, log x, one point a model."""
+    """`draw_plot` saved as a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = draw_plot(result)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=fig.dpi)
+    plt.close(fig)
+    return path
+
+
+def draw_plot(result: dict[str, Any]):
+    """Test accuracy vs p50 latency (1 thread, batch 1) and vs ONNX size, log x, one point a
+    model coloured by kind, the selected one ringed, ONNX Runtime's per-call floor (identity
+    graph) dotted; labels placed without overlaps (`place_labels`), the legend on the right."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from components.evaluation.report import place_labels
+
     rows = {n: r for n, r in result["compression"]["rows"].items() if r["accuracy"] is not None}
-    colors = {"teacher": "tab:blue", "ensemble": "tab:purple", "student": "tab:orange",
-              "quantized": "tab:green"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    selected = result.get("selected")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), dpi=100)
+    floor_label = None
     for ax, key, xlabel, scale in (
             (axes[0], "1t-b1.latency_ms_p50", "p50 latency, 1 thread, batch 1 (ms)", 1.0),
             (axes[1], "size_bytes", "ONNX file size (kB)", 1e-3)):
@@ -211,24 +231,40 @@ def write_plot(result: dict[str, Any], path: Path) -> Path:
             if r.get(key) is None:
                 continue
             x = r[key] * scale
-            ax.scatter(x, r["accuracy"], color=colors.get(r["kind"], "grey"),
-                       marker="*" if name == result.get("selected") else "o",
-                       s=120 if name == result.get("selected") else 30)
-            ax.annotate(name, (x, r["accuracy"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        if key.startswith("1t-b1"):
-            floor = result["compression"]["rows"][IDENTITY][key]
-            ax.axvline(floor, color="grey", ls=":", lw=1)
-            ax.annotate("ORT floor", (floor, ax.get_ylim()[0]), fontsize=7, rotation=90,
-                        va="bottom")
+            ax.scatter(x, r["accuracy"], s=30, color=KIND_COLORS.get(r["kind"], "grey"),
+                       zorder=3)
+            if name == selected:
+                ax.scatter(x, r["accuracy"], s=260, facecolors="none", edgecolors="black",
+                           linewidths=1.4, zorder=4, gid="selected")
+        floor = result["compression"]["rows"][IDENTITY].get(key) if key.startswith("1t") else None
+        if floor:
+            floor_label = f"ONNX Runtime per-call floor {floor:.3g} ms (identity graph)"
+            ax.axvline(floor, color="grey", ls=":", lw=1.2)
         ax.set_xscale("log")
+        ax.margins(x=0.12, y=0.15)  # room for the labels inside the frame
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle(f"{result['meta']['dataset']}: accuracy vs latency and size "
-                 "(* selected for edge-1core)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    order = list(KIND_COLORS)  # known kinds in pipeline order, then any other by name
+    kinds = sorted({r["kind"] for r in rows.values()},
+                   key=lambda k: (order.index(k) if k in order else len(order), k))
+    handles = [Line2D([], [], ls="", marker="o", color=KIND_COLORS.get(k, "grey"), label=k)
+               for k in kinds]
+    if selected in rows:
+        handles.append(Line2D([], [], ls="", marker="o", markersize=14, markerfacecolor="none",
+                              color="black", label=f"selected for {PROFILE}"))
+    if floor_label:
+        handles.append(Line2D([], [], ls=":", color="grey", label=floor_label))
+    legend = fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(f"{result['meta']['dataset']}: accuracy vs latency and size", fontsize=10)
+    width = legend.get_window_extent(fig.canvas.get_renderer()).width / fig.bbox.width
+    fig.tight_layout(rect=(0, 0, 0.99 - width, 1))  # the axes end where the legend begins
+    for ax, key, scale in ((axes[0], "1t-b1.latency_ms_p50", 1.0), (axes[1], "size_bytes", 1e-3)):
+        labels = [(r[key] * scale, r["accuracy"], f"{n} (selected)" if n == selected else n,
+                   {"fontweight": "bold"} if n == selected else {})
+                  for n, r in rows.items() if r.get(key) is not None]
+        unplaced = place_labels(ax, labels)
+        if unplaced:  # too crowded to label in place: name them below the axes
+            ax.text(0.0, -0.25, "unlabelled (crowded): " + ", ".join(unplaced), fontsize=6,
+                    transform=ax.transAxes, va="top")
+    return fig

@@ -6,15 +6,22 @@ and Pillow, so a bundle runs without the Distillery repository. The model takes 
 `metadata.json`'s ``input`` records the contract (H, W, C, scale, the raw-source form). Here:
 
 - PNG/JPEG files are read as grey "L" (or "RGB"), resized to the model's H x W when needed
-  (box filter when shrinking, bilinear when enlarging) and fed as they are;
+  (box filter when shrinking, bilinear when enlarging) and fed as they are. Pillow modes
+  (`IMAGE_MODES`): a grey model takes L as is and converts 1, P and RGB to L by Pillow's luma
+  rule (L = 0.299 R + 0.587 G + 0.114 B, what the imagefolder source does at ingest); an RGB
+  model takes RGB as is and converts 1, L and P to RGB (grey copied to R = G = B). Images with
+  an alpha channel (LA, RGBA, PA, P with transparency), 16/32-bit (I;16, I, F) and other modes
+  (CMYK, YCbCr, ...) are refused naming the file and mode: flatten or convert them first;
+- an image over `MAX_PIXELS` (width x height; ``--max-pixels``) is refused from its header,
+  before any pixel is decoded, so a 20000 x 20000 PNG cannot exhaust memory;
 - an `.npz` holds ``x``: uint8 pixels (N, H, W), (N, H, W, C) or one image; other integers
   must lie in 0..255; floats are the prepared form in [0, 1] (N, C, H, W) or (N, H, W[, C]),
   rounded to the nearest pixel value;
 - ``--raw``: the inputs hold the source's own raw values (``input.raw_source``, e.g. 0..16 for
   scikit-learn's digits), mapped to pixels as ``round(v / max_value * 255)``.
 
-NaN or inf samples and unreadable files are refused with an error naming the file (and sample).
-Prints ``<input>\\t<label>`` per image.
+NaN or inf samples, unreadable files (not an image, not an .npz, missing) are refused with an
+error naming the file (and sample). Paths may hold spaces. Prints ``<input>\\t<label>`` per image.
 
 ``--profile NAME`` (default: the metadata's ``default_profile``) builds the session the way
 `convert` measured fastest for that device profile: ``metadata["runtime"][NAME]`` names the model
@@ -27,11 +34,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# Largest image (width x height) decoded: 8000 x 8000, 64 MP (192 MB as RGB) - a phone photo
+# fits, a decompression bomb does not. Below Pillow's own warning threshold (about 89 MP).
+MAX_PIXELS = 64_000_000
+# Pillow mode of an image file -> what it becomes, per model channel count (module doc).
+IMAGE_MODES = {1: {"L": "L", "1": "L", "P": "L", "RGB": "L"},
+               3: {"RGB": "RGB", "1": "RGB", "L": "RGB", "P": "RGB"}}
 
 
 def load_metadata(bundle: str | Path = HERE) -> dict:
@@ -85,23 +100,63 @@ def _from_raw(x: np.ndarray, spec: dict, where: str) -> np.ndarray:
     return to_pixels(np.asarray(x, dtype=np.float64) / float(raw["max_value"]), 1 / 255, where)
 
 
-def load_image(path: Path, meta: dict, raw: bool = False) -> np.ndarray:
-    """One image file as the model's uint8 (H, W, C), resized to the model's H x W."""
+def load_image(path: Path, meta: dict, raw: bool = False,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image file as the model's uint8 (H, W, C), resized to the model's H x W.
+
+    Refuses, naming the file: a file Pillow cannot read, an image of more than ``max_pixels``
+    pixels (judged from the header, before decoding) and a mode `IMAGE_MODES` does not map.
+    """
     from PIL import Image
 
     spec = _contract(meta, str(path))
     h, w, c = spec["height"], spec["width"], spec["channels"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if c not in IMAGE_MODES:
+        raise ValueError(f"{path}: this model takes {c}-channel input; image files are read "
+                         "as grey or RGB only, pass an .npz of uint8 (N, H, W, C) instead")
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB")
+        with warnings.catch_warnings():  # the size check below is ours, and stricter
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)  # lazy: reads the header, decodes nothing yet
+    except Image.DecompressionBombError as e:
+        # Pillow's header check fires first for the largest images (about 179 MP and more)
+        raise ValueError(f"{path}: image over the limit of {max_pixels} pixels, refused "
+                         f"before decoding (Pillow: {e})") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for non-images
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    with img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ValueError(f"{path}: image is {width} x {height} = {width * height} pixels, "
+                             f"over the limit of {max_pixels} (refused before decoding; "
+                             "shrink it first or raise --max-pixels)")
+        mode = "PA" if img.mode == "P" and "transparency" in img.info else img.mode
+        target = IMAGE_MODES[c].get(mode)
+        if target is None:
+            accepted = ", ".join(sorted(IMAGE_MODES[c]))
+            raise ValueError(f"{path}: image mode {mode} ({_describe_mode(mode)}) does not fit "
+                             f"this {'grey' if c == 1 else 'RGB'} model, which reads modes "
+                             f"{accepted}; convert the image first")
+        try:
+            img = img.convert(target)
             if img.size != (w, h):
                 shrink = img.size[0] > w or img.size[1] > h
                 img = img.resize((w, h), Image.BOX if shrink else Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt files
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        except Exception as e:  # noqa: BLE001 - truncated or corrupt pixel data
+            raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     arr = arr[:, :, None] if arr.ndim == 2 else arr  # (H, W) -> (H, W, 1)
     return _from_raw(arr[None], spec, str(path))[0] if raw else arr
+
+
+def _describe_mode(mode: str) -> str:
+    if mode in {"LA", "RGBA", "PA", "La", "RGBa"}:
+        return "has an alpha channel; flatten it onto a background"
+    if mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        return "16/32-bit pixels, not 8-bit"
+    return "not grey or RGB"
 
 
 def _as_nhwc(x: np.ndarray, spec: dict, path: Path) -> np.ndarray:
@@ -127,8 +182,17 @@ def load_npz(path: Path, meta: dict, raw: bool = False) -> np.ndarray:
             if "x" not in z.files:
                 raise ValueError(f"{path}: no array `x` (has: {', '.join(z.files) or 'nothing'})")
             x = z["x"]
-    except (OSError, EOFError) as e:
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+    except ValueError as e:
+        if str(e).startswith(f"{path}:"):
+            raise
+        # np.load takes any non-zip, non-.npy bytes for a pickle, which allow_pickle=False
+        # then refuses with a message that names no file
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive of .npy "
+                         "arrays)") from None
     x = _as_nhwc(x, spec, path)
     where = str(path)
     if raw:
@@ -142,8 +206,8 @@ def load_npz(path: Path, meta: dict, raw: bool = False) -> np.ndarray:
     raise ValueError(f"{path}: x has dtype {x.dtype}; expected uint8 pixels or floats")
 
 
-def load_inputs(paths: list[Path], meta: dict,
-                raw: bool = False) -> tuple[np.ndarray, list[str]]:
+def load_inputs(paths: list[Path], meta: dict, raw: bool = False,
+                max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
     """All inputs as one uint8 batch (N, H, W, C) and a name per sample."""
     arrays, names = [], []
     for p in map(Path, paths):
@@ -152,7 +216,7 @@ def load_inputs(paths: list[Path], meta: dict,
             arrays.append(x)
             names += [f"{p}[{i}]" for i in range(len(x))]
         else:
-            arrays.append(load_image(p, meta, raw)[None])
+            arrays.append(load_image(p, meta, raw, max_pixels)[None])
             names.append(str(p))
     spec = meta["input"]
     empty = np.empty((0, spec["height"], spec["width"], spec["channels"]), np.uint8)
@@ -213,12 +277,13 @@ def open_session(bundle: str | Path, entry: dict):
 
 
 def predict(bundle: str | Path, paths: list[Path], profile: str | None = None,
-            raw: bool = False) -> list[tuple[str, str]]:
+            raw: bool = False, max_pixels: int = MAX_PIXELS) -> list[tuple[str, str]]:
     """(input name, class name) for every image in ``paths``, run as ``profile`` configures;
-    ``raw``: the inputs hold the source's raw values (``input.raw_source``)."""
+    ``raw``: the inputs hold the source's raw values (``input.raw_source``); image files over
+    ``max_pixels`` pixels are refused before decoding."""
     bundle = Path(bundle)
     meta = load_metadata(bundle)
-    x, names = load_inputs(paths, meta, raw)
+    x, names = load_inputs(paths, meta, raw, max_pixels)
     session = open_session(bundle, runtime_entry(meta, profile))
     outputs = [o.name for o in session.get_outputs()]
     wanted = "label" if "label" in outputs else outputs[0]
@@ -238,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true",
                         help="inputs hold the source's raw values (metadata.json "
                              "input.raw_source, e.g. 0..16 for digits), not 0..255 pixels")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help=f"refuse image files over this many pixels, before decoding "
+                             f"(default {MAX_PIXELS})")
     args = parser.parse_args(argv)
     try:
-        results = predict(args.bundle, args.inputs, args.profile, args.raw)
+        results = predict(args.bundle, args.inputs, args.profile, args.raw, args.max_pixels)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

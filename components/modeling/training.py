@@ -2,12 +2,19 @@
 
 AdamW, a one-cycle or cosine schedule, small random shifts as augmentation, early stopping on
 validation accuracy with the best weights restored, fixed seeds, CUDA when present.
+
+Progress: a tqdm bar per fit on stderr (epoch k/N, train loss, val accuracy, seconds) when stderr
+is a terminal; otherwise one INFO line per epoch on the `distillery.training` logger, so logs
+forwarded to Prefect carry it. ``DISTILLERY_PROGRESS=1`` forces the bar, ``=0`` the log lines.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +32,9 @@ from components.core.data import Split
 # loss(model, x, y, index): an augmented batch, its labels and its rows in the train split
 # (a loss may look precomputed per-sample values up by them, as the KD teacher table does)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+log = logging.getLogger("distillery.training")
+PROGRESS_ENV = "DISTILLERY_PROGRESS"
 
 
 @dataclass
@@ -78,6 +88,18 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     dy = torch.randint(0, 2 * s + 1, (n,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * s + 1, (n,), generator=generator).to(x.device)
     return shift_images(x, dy, dx, s)
+
+
+def show_progress_bar() -> bool:
+    """True for a tqdm bar, False for log lines: ``DISTILLERY_PROGRESS`` (0|1), else whether
+    stderr is a terminal."""
+    value = os.environ.get(PROGRESS_ENV, "").strip()
+    if value not in {"", "0", "1"}:
+        raise ValueError(f"environment variable {PROGRESS_ENV}={value!r}: expected 0 (log "
+                         "lines) or 1 (progress bar), or unset (bar when stderr is a terminal)")
+    if value:
+        return value == "1"
+    return bool(getattr(sys.stderr, "isatty", None) and sys.stderr.isatty())
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
@@ -150,7 +172,9 @@ def fit(
     best_key, best_acc, best_epoch, best_state, stale = (-1.0, 0.0), -1.0, 0, None, 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc=desc, leave=False, disable=None)
+    use_bar = show_progress_bar()
+    bar = tqdm(range(cfg.epochs), desc=desc, leave=False, file=sys.stderr, disable=not use_bar,
+               unit="epoch")
     epoch = 0
     for epoch in bar:
         model.train()
@@ -171,7 +195,14 @@ def fit(
         history.append({"epoch": epoch, "train_loss": total_loss / len(train),
                         "val_accuracy": val_acc, "val_loss": val_loss,
                         "lr": opt.param_groups[0]["lr"]})
-        bar.set_postfix(loss=f"{total_loss / len(train):.4f}", val_acc=f"{val_acc:.4f}")
+        elapsed = time.perf_counter() - start
+        if use_bar:
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {total_loss / len(train):.4f}"
+                                f" val_acc {val_acc:.4f} {elapsed:.1f}s")
+        else:
+            log.info("%s: epoch %d/%d train_loss %.4f val_accuracy %.4f val_loss %.4f %.1f s",
+                     desc, epoch + 1, cfg.epochs, total_loss / len(train), val_acc, val_loss,
+                     elapsed)
         if (val_acc, -val_loss) > best_key:
             best_key, best_acc, best_epoch, stale = (val_acc, -val_loss), val_acc, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -179,6 +210,7 @@ def fit(
             stale += 1
             if stale >= cfg.patience:
                 break
+    bar.close()
     seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)

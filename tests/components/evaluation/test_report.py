@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from components.config import Budgets, DeviceProfile, EvaluateConfig
 from components.evaluation.report import render_report, write_plots
 
@@ -69,3 +71,78 @@ def test_report_shows_intervals_spread_the_reason_and_near_budgets():
     assert "ok: p95 0.2 ms +- 0.01 vs budget 0.2 (within the noise)" in report
     assert "Model files run: model.cpu.ort" in report
     assert "Selected: good (good is faster than weak by more than the spread)" in report
+
+
+# what a digits run yields: teachers decades slower than students, quantized variants stacked
+CROWD = {"teacher-wide_cnn": (0.995, 0.991, 1.10, 420_000), "teacher-resnet": (0.99, 0.987,
+         0.85, 310_000), "teacher-mlp": (0.975, 0.97, 0.30, 150_000),
+         "ensemble": (0.997, 0.993, 2.40, 880_000), "student": (0.985, 0.981, 0.031, 9_800),
+         "pruned": (0.983, 0.98, 0.029, 6_900), "fp32": (0.983, 0.98, 0.028, 6_800),
+         "fp16": (0.983, 0.979, 0.029, 3_600), "int8_dynamic": (0.981, 0.978, 0.027, 2_300),
+         "int8_static": (0.98, 0.978, 0.026, 2_200),
+         "fp16int8_dynamic_student": (0.982, 0.979, 0.027, 2_400)}
+
+
+def crowded_metrics() -> dict:
+    m = {"selected": {"cpu": "int8_dynamic", "gpu": None}, "skipped": {"gpu": "no CUDA"},
+         "baseline_rss_mb": {"cpu": 58.0}, "floor": {"cpu": {"latency_ms_p50": 0.012}}}
+    for name, (val, test, p50, size) in CROWD.items():
+        row = measured(test) | {"val_accuracy": val, "latency_ms_p50": p50, "size_bytes": size,
+                                "latency_spread_ms": p50 / 20, "val_accuracy_ci": {
+                                    "ci_low": val - 0.01, "ci_high": min(1.0, val + 0.008)}}
+        m[name] = {"cpu": row}
+    m["teacher-mlp"]["cpu"].update(meets_budget=False, failed_budgets=["size"])
+    return m
+
+
+def _label_boxes(fig) -> list[tuple[str, object]]:
+    """(text, window box) of every drawn tick label and annotation of ``fig``."""
+    from matplotlib.text import Annotation
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in fig.axes:
+        ticks = []
+        for axis in (ax.xaxis, ax.yaxis):  # tick objects outside the view are kept, not drawn
+            lo, hi = sorted(axis.get_view_interval())
+            ticks += [t.label1 for t in axis.get_major_ticks() + axis.get_minor_ticks()
+                      if t.get_loc() is not None and lo <= t.get_loc() <= hi
+                      and t.label1.get_visible() and t.label1.get_text()]
+        notes = [c for c in ax.get_children() if isinstance(c, Annotation)]
+        boxes += [(t.get_text(), t.get_window_extent(renderer)) for t in ticks + notes]
+    return boxes
+
+
+def assert_no_label_overlaps(fig) -> None:
+    boxes = _label_boxes(fig)
+    clashes = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:]
+               if box.overlaps(other)]
+    assert not clashes, f"overlapping labels: {clashes}"
+
+
+def test_plots_label_every_candidate_without_overlaps_with_legend_selected_and_floor():
+    from matplotlib import pyplot as plt
+
+    from components.evaluation.report import draw_plot
+
+    m = crowded_metrics()
+    for kind in ("latency", "size"):
+        fig = draw_plot(m, CFG, list(CROWD), "cpu", kind)
+        ax = fig.axes[0]
+        notes = {t.get_text() for t in ax.texts}
+        assert notes == {n for n in CROWD if n != "int8_dynamic"} | {"int8_dynamic (selected)"}
+        assert_no_label_overlaps(fig)
+        legend = ax.get_legend()
+        assert legend is not None
+        entries = [t.get_text() for t in legend.get_texts()]
+        assert "selected for cpu" in entries and "test accuracy" in entries
+        assert any(e.startswith("val accuracy") for e in entries)
+        ring = [c for c in ax.collections if c.get_gid() == "selected"]
+        assert len(ring) == 1
+        val, _, p50, size = CROWD["int8_dynamic"]
+        assert ring[0].get_offsets()[0].tolist() == pytest.approx(
+            [p50 if kind == "latency" else size / 1000, val])  # on its val accuracy
+        floors = [e for e in entries if e.startswith("ONNX Runtime per-call floor")]
+        assert floors == (["ONNX Runtime per-call floor 0.012 ms"] if kind == "latency" else [])
+        plt.close(fig)

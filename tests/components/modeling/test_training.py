@@ -1,9 +1,21 @@
+import io
+import logging
+import sys
+
 import numpy as np
+import pytest
 import torch
 
 from components.config import CNNConfig, TrainingConfig
 from components.modeling.architectures import build_model
-from components.modeling.training import accuracy, fit, random_shift, shift_images
+from components.modeling.training import (
+    PROGRESS_ENV,
+    accuracy,
+    fit,
+    random_shift,
+    shift_images,
+    show_progress_bar,
+)
 
 
 def test_random_shift_moves_pixels_by_at_most_the_limit():
@@ -55,3 +67,59 @@ def test_fit_early_stops_when_validation_stalls(tiny_dataset):
     result = fit(model, ds.train, ds.val, TrainingConfig(epochs=50, patience=2, lr=0.05))
     assert result.epochs_run < 50
     assert np.isfinite(result.seconds)
+
+
+def _tiny_fit(ds, desc="teacher-x"):
+    model = build_model(CNNConfig(channels=[4]), ds.in_shape, ds.num_classes)
+    return fit(model, ds.train, ds.val, TrainingConfig(epochs=2, batch_size=16, patience=5),
+               desc=desc)
+
+
+def test_fit_draws_a_progress_bar_per_epoch_on_stderr_when_forced(tiny_dataset, capsys, caplog,
+                                                                   monkeypatch):
+    monkeypatch.setenv(PROGRESS_ENV, "1")
+    caplog.set_level(logging.INFO, logger="distillery.training")
+    _tiny_fit(tiny_dataset)
+    err = capsys.readouterr().err
+    assert "teacher-x" in err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert "loss " in err and "val_acc " in err
+    assert not [r for r in caplog.records if r.name == "distillery.training"]  # bar, not logs
+
+
+def test_fit_logs_one_info_line_per_epoch_when_stderr_is_not_a_terminal(tiny_dataset, capsys,
+                                                                        caplog, monkeypatch):
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)  # pytest's captured stderr is no TTY
+    caplog.set_level(logging.INFO, logger="distillery.training")
+    result = _tiny_fit(tiny_dataset, desc="distill")
+    assert capsys.readouterr().err == ""  # no bar
+    lines = [r.getMessage() for r in caplog.records if r.name == "distillery.training"]
+    assert len(lines) == result.epochs_run == 2
+    assert lines[0].startswith("distill: epoch 1/2 train_loss ")
+    assert lines[1].startswith("distill: epoch 2/2 train_loss ")
+    assert all("val_accuracy " in line and line.endswith(" s") for line in lines)
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "distillery.training")
+
+
+def test_progress_env_forces_log_lines_and_rejects_other_values(monkeypatch):
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    assert show_progress_bar() is False
+    monkeypatch.setenv(PROGRESS_ENV, "yes")
+    with pytest.raises(ValueError, match="DISTILLERY_PROGRESS='yes'"):
+        show_progress_bar()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_fit_draws_the_bar_by_itself_when_stderr_is_a_terminal(tiny_dataset, caplog,
+                                                               monkeypatch):
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    caplog.set_level(logging.INFO, logger="distillery.training")
+    _tiny_fit(tiny_dataset)
+    assert "epoch 2/2" in terminal.getvalue()
+    assert not [r for r in caplog.records if r.name == "distillery.training"]
