@@ -22,13 +22,20 @@ def model_card(name: str, version: str, variant: str, meta: dict[str, Any],
     inp = meta.get("input", {})
     out = meta.get("output", {})
     classes = meta.get("classes", [])
+    pixels = inp.get("dtype") == "uint8"  # the shipped contract: 8-bit pixels, NHWC
+    form = (f"uint8 pixels 0..255, {inp.get('layout', 'NHWC')}" if pixels
+            else "float32 in [0, 1], NCHW")
+    more = [o for o in meta.get("outputs", []) if o != out.get("name")]
     lines = [f"# {name} version {version}: `{variant}`", "",
              f"Selected for profiles: {', '.join(selected) or 'none'}.", "",
              "## Intended use", "",
              f"Classify images of shape {inp.get('shape', '?')} "
-             f"(`{inp.get('name', 'image')}`, float32 in [0, 1], NCHW) into {len(classes)} "
+             f"(`{inp.get('name', 'image')}`, {form}) into {len(classes)} "
              f"classes ({', '.join(map(str, classes[:20]))}); output `{out.get('name', '?')}` "
-             f"({out.get('kind', 'logits')}). Normalisation is inside the graph.", "",
+             f"({out.get('kind', 'logits')})"
+             + "".join(f", then `{o}`" for o in more) + ". "
+             + ("Scaling to [0, 1], the NCHW transpose and normalisation are inside the graph."
+                if pixels else "Normalisation is inside the graph."), "",
              "## Data", "",
              f"data_hash `{lineage.get('data_hash')}`; validation: "
              f"{json.dumps(lineage.get('validation'), sort_keys=True)[:800]}", "",

@@ -11,6 +11,7 @@ on each champion so a rollback can walk back.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 from typing import Any
@@ -86,11 +87,14 @@ def promote(cfg: RegisterConfig, client: Any = None, versions: list[Any] | None 
                 "data, then promote by hand"], decision.compared)
     decision.compared.update(ids)
     aliases = client.get_registered_model(name).aliases
+    # Order matters when a call fails midway: an alias is taken away before the decision that
+    # takes it is recorded, and given only after the decision that earns it; `@champion`
+    # moves last. Whatever call fails, no alias points at a version its record contradicts.
+    if decision.outcome != CHALLENGER and str(aliases.get(CHALLENGER)) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
     _record(client, candidate, decision)
     if decision.outcome == CHALLENGER and str(aliases.get(CHALLENGER)) != version:
         client.set_registered_model_alias(name, CHALLENGER, version)
-    if decision.outcome != CHALLENGER and str(aliases.get(CHALLENGER)) == version:
-        client.delete_registered_model_alias(name, CHALLENGER)
     if decision.outcome == CHAMPION:
         _move_champion(client, name, version, champion)
     return decision
@@ -135,11 +139,28 @@ def rollback(name: str, who: str | None = None, reason: str = "", client: Any = 
                            "previous champion")
     restored = client.get_model_version(name, previous)
     who = who or getpass.getuser()
-    client.set_model_version_tag(name, str(current.version), ROLLED_BACK,
-                                 f"by {who}: {reason or 'no reason given'}")
-    client.set_model_version_tag(name, str(current.version), DECISION, "rolled_back")
-    client.set_registered_model_alias(name, CHAMPION, str(restored.version))
-    return client.get_model_version(name, str(restored.version))
+    demoted = str(current.version)
+    try:
+        client.set_model_version_tag(name, demoted, ROLLED_BACK,
+                                     f"by {who}: {reason or 'no reason given'}")
+        client.set_model_version_tag(name, demoted, DECISION, "rolled_back")
+        client.set_registered_model_alias(name, CHAMPION, str(restored.version))  # the commit
+    except Exception:
+        # the champion did not move: it must not stay tagged as rolled back
+        _restore_tags(client, current, (ROLLED_BACK, DECISION))
+        raise
+    return restored  # as read before the move: no call after the commit can fail it
+
+
+def _restore_tags(client: Any, mv: Any, keys: tuple[str, ...]) -> None:
+    """Put ``mv``'s tags ``keys`` back as ``mv`` holds them; best effort, on a failure path
+    (a registry that is down stays down: the original error is the one to report)."""
+    for key in keys:
+        with contextlib.suppress(Exception):
+            if key in mv.tags:
+                client.set_model_version_tag(mv.name, str(mv.version), key, mv.tags[key])
+            else:
+                client.delete_model_version_tag(mv.name, str(mv.version), key)
 
 
 def champion_summary(name: str, client: Any = None) -> str:

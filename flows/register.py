@@ -19,19 +19,21 @@ from components.core.stage import StageIO, StageResult
 from flows.promotion import champion_summary, promote, promote_version, rollback
 from flows.registry import (
     CHAMPION,
+    REPORT,
+    SHA,
     VARIANT,
     _by_alias,
     _client,
     load_champion,
+    missing_versions,
     predict_logits,
     register_variants,
 )
 
-REPORT = Path("reports/register.json")  # version ids: this registry's, so not in metrics/
-
 __all__ = [  # the stage, and what flows.cli, flows.reproduce and the e2e tests import from here
     "CHAMPION", "VARIANT", "_by_alias", "_client", "champion_summary", "collect_lineage",
-    "load_champion", "predict_logits", "promote_version", "register_stage", "rollback", "run",
+    "load_champion", "missing_versions", "predict_logits", "promote_version", "register_stage",
+    "rollback", "run", "REPORT",
 ]
 
 
@@ -65,7 +67,9 @@ def register_stage(cfg: RegisterConfig, bundles_dir: Path, evaluate_metrics_path
     """Register the variants, promote (when configured); return the full record.
 
     The record, with this registry's version ids, goes to ``report_path`` (and MLflow); the
-    metrics file gets what holds in any clone: variants, outcome and the decided candidate.
+    metrics file gets what holds in any clone: variants and their ONNX hashes, outcome and the
+    decided candidate. Run again (on another tracking URI, say) it registers the same bundles
+    anew where the registry lacks them (`flows.registry.missing_versions` tells when).
     """
     evaluate_metrics = read_json(evaluate_metrics_path)
     versions = register_variants(cfg, bundles_dir, evaluate_metrics, lineage, prepared_dir)
@@ -82,6 +86,7 @@ def register_stage(cfg: RegisterConfig, bundles_dir: Path, evaluate_metrics_path
                           (decision.compared or {}).get("candidate_version"))), None)
     atomic_write_json(metrics_path, {
         "model_name": cfg.model_name, "registered": sorted(record["versions"]),
+        "onnx_sha256": {v.tags[VARIANT]: v.tags[SHA] for v in versions},
         "missing": record["missing"], "outcome": decision.outcome if decision else None,
         "candidate": candidate})
     atomic_write_json(report_path, record)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
 from components.config import PromotionPolicy, RegisterConfig
 from components.core.io import atomic_write_json
@@ -66,6 +68,31 @@ def config(name: str, variants: list[str], **policy) -> RegisterConfig:
 
 def aliases(client, name: str) -> dict[str, str]:
     return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+
+class FaultyClient:
+    """A real `MlflowClient` that records the name of every method called on it and, at the
+    call numbered ``fail_at``, raises what a locked sqlite store raises instead of calling it
+    (fault injection: the registry underneath is the real one)."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.real = mlflow.MlflowClient()
+        self.calls: list[str] = []
+        self.fail_at = fail_at
+
+    def __getattr__(self, attr: str):
+        real = getattr(self.real, attr)
+        if attr.startswith("_") or not callable(real):
+            return real
+
+        def call(*args, **kwargs):
+            self.calls.append(attr)
+            if len(self.calls) - 1 == self.fail_at:
+                raise MlflowException(f"(sqlite3.OperationalError) database is locked [{attr}]",
+                                      error_code=INTERNAL_ERROR)
+            return real(*args, **kwargs)
+
+        return call
 
 
 def snapshot(client, name: str) -> dict:

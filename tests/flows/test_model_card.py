@@ -49,3 +49,13 @@ def test_a_card_without_selection_or_metadata_says_so():
     assert "Classify images of shape ? (`image`, float32 in [0, 1], NCHW) into 0 classes ()" \
         in text
     assert text.endswith("## Lineage\n\n")
+
+
+def test_a_card_of_a_uint8_bundle_states_the_pixel_contract_and_every_output():
+    meta = {**META, "input": {"name": "image", "dtype": "uint8", "layout": "NHWC",
+                              "shape": ["batch", 8, 8, 1]},
+            "outputs": ["logits", "probabilities", "label"]}
+    text = model_card("digits", "2", "fp32", meta, {}, [], {}, {}, {})
+    assert ("(`image`, uint8 pixels 0..255, NHWC) into 3 classes (0, 1, 2); output `logits` "
+            "(logits), then `probabilities`, then `label`. Scaling to [0, 1], the NCHW "
+            "transpose and normalisation are inside the graph.") in text

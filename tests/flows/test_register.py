@@ -37,7 +37,8 @@ def test_register_stage_reuses_a_registered_version_and_keeps_its_decision(store
     assert json.loads((tmp_path / "report.json").read_text()) == out
     # metrics/ holds nothing one registry's ids would carry into another clone
     assert json.loads((tmp_path / "register.json").read_text()) == {
-        "model_name": "digits-c", "registered": ["fp32"], "missing": [],
+        "model_name": "digits-c", "registered": ["fp32"],
+        "onnx_sha256": {"fp32": sha256_file(bundles / "fp32" / "model.onnx")}, "missing": [],
         "outcome": "champion", "candidate": "fp32"}
 
     # The runner's entry: the same stage on the paths dvc.yaml names, its decision as a tag.

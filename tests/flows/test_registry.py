@@ -76,3 +76,65 @@ def test_a_registry_error_is_not_read_as_no_champion():
     with pytest.raises(MlflowException, match="database is locked"):
         _by_alias(Locked(), "m", "champion")
     assert _by_alias(Missing(), "m", "champion") is None
+
+
+def test_load_champion_refuses_a_cloudpickled_pyfunc_naming_its_version_and_flavour(
+        store, tmp_path: Path):
+    class Planted(mlflow.pyfunc.PythonModel):
+        """A cloudpickled pyfunc whose loading runs code: it leaves a file behind."""
+
+        def __init__(self, marker: str) -> None:
+            self.marker = marker
+
+        def load_context(self, context) -> None:
+            Path(self.marker).write_text("unpickled and run")
+
+        def predict(self, context, model_input: list[list[float]]) -> list[list[float]]:
+            return [[0.0, 0.0, 0.0] for _ in model_input]
+
+    client = store["client"]
+    marker = tmp_path / "ran"
+    with mlflow.start_run(run_name="planted"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Planted(str(marker)),
+                                       registered_model_name="digits-p", pip_requirements=[])
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias("digits-p", "champion", version)
+
+    with pytest.raises(RuntimeError, match=rf"@champion \(version {version}\): flavours "
+                                           r"\['python_function'\] with pyfunc loader "
+                                           r"`mlflow.pyfunc.model`"):
+        registry.load_champion("digits-p")
+    assert not marker.exists()  # refused before anything was unpickled
+
+
+def test_a_uint8_bundle_registers_and_its_champion_predicts_logits_from_prepared_floats(
+        store, tmp_path: Path):
+    """The shipped contract: uint8 (N, H, W, C) in, `logits`, `probabilities`, `label` out."""
+    import onnxruntime as ort
+
+    from components.core.io import atomic_write_json, read_json
+    from components.export.preprocessing import add_preprocessing
+
+    prepared = store["prepared"]
+    test = load_split(prepared / "test.npz")
+    cfg = config("digits-u", ["fp32"])
+    bundles, metrics = make_bundles(tmp_path / "b", prepared, {"fp32": 2})
+    metrics["selected"][EDGE] = "fp32"
+    folder = bundles / "fp32"
+    reference = ort.InferenceSession(str(folder / "model.onnx")).run(
+        ["logits"], {"image": test.x.astype(np.float32)})[0]
+    add_preprocessing(folder / "model.onnx", folder / "model.onnx", (1, 8, 8), 1 / 255)
+    meta = read_json(folder / "metadata.json")
+    meta["input"] = {"name": "image", "dtype": "uint8", "shape": ["batch", 8, 8, 1],
+                     "scale": 1 / 255}
+    atomic_write_json(folder / "metadata.json", meta)
+    (version,) = registry.register_variants(cfg, bundles, metrics, {}, prepared)
+    assert promote(cfg).outcome == "champion"
+
+    model = registry.load_champion("digits-u")
+    assert model.metadata.get_input_schema().inputs[0].type == np.uint8
+    logits = registry.predict_logits(model, test.x)  # prepared floats, as pixels
+    assert logits.shape == (len(test), 3)
+    assert np.abs(logits - reference).max() <= 64 * 0.5 / 255  # 64 pixels, half a step each
+    with pytest.raises(ValueError, match="sample 0 is outside the pixel range"):
+        registry.predict_logits(model, test.x + 2.0)
