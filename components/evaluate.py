@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,10 @@ from components.evaluation.selection import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-RESERVED = ("selected", "selection", "skipped", "baseline_rss_mb", "profiles")  # not candidates
+# metrics keys that are not candidates
+RESERVED = ("selected", "selection", "skipped", "baseline_rss_mb", "profiles", "floor")
 BASELINE = "baseline"  # the model-less process of a profile (not a candidate name: in RESERVED)
+FLOOR = "floor"  # ONNX Runtime's per-call cost on the bundles' input: an identity graph
 MEASURED = ("accuracy", "val_accuracy", "accuracy_ci", "val_accuracy_ci", "latency_ms_p50",
             "latency_spread_ms", "latency_ms_p95", "latency_p95_spread_ms", "latency_ms_p99",
             "throughput_per_s", "size_bytes", "peak_rss_mb")
@@ -90,6 +93,42 @@ def measure_command(model: Path | None, test_npz: Path, profile: DeviceProfile,
     return cmd
 
 
+def write_floor_model(bundle_model: Path, folder: Path) -> Path:
+    """An identity graph that takes exactly what ``bundle_model`` takes (its input, dtype and
+    shape) and flattens it: what one ONNX Runtime call costs with no model in it. Its
+    ``metadata.json`` carries the bundle's input contract, so it is fed the same pixels."""
+    import onnx
+    from onnx import helper
+
+    source = onnx.load(str(bundle_model), load_external_data=False)
+    image = source.graph.input[0]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [image.name], ["same"]),
+         helper.make_node("Flatten", ["same"], ["logits"], axis=1)],
+        "floor", [image],
+        [helper.make_tensor_value_info("logits", image.type.tensor_type.elem_type,
+                                       ["batch", "features"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    meta = Path(bundle_model).parent / "metadata.json"
+    contract = read_json(meta).get("input") if meta.is_file() else None
+    atomic_write_json(folder / "metadata.json", {"input": contract} if contract else {})
+    return folder / "model.onnx"
+
+
+def _floor_model(candidates: dict[str, Path], folder: Path) -> Path | None:
+    """The floor graph for the first candidate that loads (a broken one is measured, and
+    reported, as a candidate); None when none loads."""
+    for path in candidates.values():
+        try:
+            return write_floor_model(Path(path), folder)
+        except Exception:  # noqa: BLE001, S112 - not a graph: the candidate's own error says so
+            continue
+    return None
+
+
 def find_candidates(bundles_dir: Path) -> dict[str, Path]:
     """Bundle name -> its ``model.onnx``, for every bundle folder under ``bundles_dir``."""
     return {p.parent.name: p for p in sorted(Path(bundles_dir).glob("*/model.onnx"))}
@@ -97,17 +136,24 @@ def find_candidates(bundles_dir: Path) -> dict[str, Path]:
 
 def measure_profile(pname: str, profile: DeviceProfile, cfg: EvaluateConfig,
                     candidates: dict[str, Path], test_npz: Path, val_npz: Path | None,
-                    ) -> tuple[dict[str, dict[str, Any]], float | None]:
-    """Every candidate's measurement on one profile (budgets judged), and the baseline RSS."""
+                    floor_model: Path | None = None,
+                    ) -> tuple[dict[str, dict[str, Any]], float | None, dict[str, Any] | None]:
+    """Every candidate's measurement on one profile (budgets judged), the baseline RSS, and
+    the per-call floor (``floor_model`` timed in the same interleaved rounds)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     files = {name: runtime_entry(Path(path), pname) for name, path in candidates.items()}
     cmds = {BASELINE: measure_command(None, test_npz, profile, cfg)}
     cmds |= {name: measure_command(file, test_npz, profile, cfg, val_npz, options)
              for name, (file, options) in files.items() if file.is_file()}
+    if floor_model is not None:
+        cmds[FLOOR] = measure_command(floor_model, test_npz, profile, cfg)
     results = run_rounds(cmds, env, cfg.rounds, cfg.timeout_s,
                          untimed=frozenset({BASELINE}))
     baseline = results.pop(BASELINE).get("peak_rss_mb")
+    timed = results.pop(FLOOR, None)
+    floor = ({k: timed.get(k) for k in ("latency_ms_p50", "latency_spread_ms")}
+             if timed and timed.get("latency_ms_p50") is not None else None)
     out = {}
     for name, (file, _) in files.items():
         m = results.get(name) or {"error": f"{file.name} not found in the bundle"}
@@ -122,7 +168,7 @@ def measure_profile(pname: str, profile: DeviceProfile, cfg: EvaluateConfig,
         m["failed_budgets"], m["budget_margin"] = judge_budgets(m, profile.budgets)
         m["meets_budget"] = not m["failed_budgets"]
         out[name] = m
-    return out, baseline
+    return out, baseline, floor
 
 
 def evaluate_stage(cfg: EvaluateConfig, candidates: dict[str, Path], prepared_dir: Path,
@@ -134,7 +180,8 @@ def evaluate_stage(cfg: EvaluateConfig, candidates: dict[str, Path], prepared_di
     throughput_per_s, size_bytes, model_file, peak_rss_mb, model_rss_mb, meets_budget,
     failed_budgets, budget_margin}}, "selected": {profile: name | None}, "selection": {profile:
     {reference, equivalent, chosen, reason}}, "skipped": {profile: reason}, "baseline_rss_mb":
-    {profile: MiB}}``.
+    {profile: MiB}, "floor": {profile: {latency_ms_p50, latency_spread_ms}}}``: the floor is an
+    identity graph on the bundles' own input, timed in the same rounds.
     """
     import onnxruntime as ort
 
@@ -154,16 +201,20 @@ def evaluate_stage(cfg: EvaluateConfig, candidates: dict[str, Path], prepared_di
     available = list(ort.get_available_providers())
     margin = cfg.selection_margin
     metrics: dict[str, Any] = {name: {} for name in candidates}
-    metrics.update(selected={}, selection={}, skipped={}, baseline_rss_mb={})
+    metrics.update(selected={}, selection={}, skipped={}, baseline_rss_mb={}, floor={})
     predictions: dict[str, dict[str, Any]] = {name: {} for name in candidates}
+    scratch = tempfile.TemporaryDirectory(prefix="floor-")
+    floor_model = _floor_model(candidates, Path(scratch.name))
     for pname, profile in cfg.profiles.items():
         reason = skip_reason(profile, available)
         if reason:
             metrics["skipped"][pname] = reason
             metrics["selected"][pname] = None
             continue
-        measured, metrics["baseline_rss_mb"][pname] = measure_profile(
-            pname, profile, cfg, candidates, test_npz, val_npz)
+        measured, metrics["baseline_rss_mb"][pname], floor = measure_profile(
+            pname, profile, cfg, candidates, test_npz, val_npz, floor_model)
+        if floor:
+            metrics["floor"][pname] = floor
         for name, m in measured.items():
             predictions[name][pname] = {split: m.pop(f"{split}_predictions", None)
                                         for split in ("val", "test")}
@@ -171,6 +222,7 @@ def evaluate_stage(cfg: EvaluateConfig, candidates: dict[str, Path], prepared_di
         pick = select_profile(measured, margin)
         metrics["selection"][pname] = pick
         metrics["selected"][pname] = pick["chosen"]
+    scratch.cleanup()
     with atomic_dir(out_dir) as tmp:
         atomic_write_text(tmp / "evaluate.md", render_report(metrics, cfg, list(candidates)))
         # compact: one list of labels per candidate, profile and split (~25 kB on the default)

@@ -81,6 +81,8 @@ def test_evaluate_stage_measures_every_candidate_and_reports_skipped_gpu(
     assert len(predictions["good"]["cpu"]["val"]) == 6
     assert predictions["broken"]["cpu"]["val"] is None
     assert "CUDAExecutionProvider" in metrics["skipped"]["gpu"]
+    # the per-call floor, timed in the same rounds, for measured profiles only
+    assert set(metrics["floor"]) == {"cpu"} and metrics["floor"]["cpu"]["latency_ms_p50"] > 0
     report = (out / "evaluate.md").read_text()
     assert "**good** (selected)" in report and "Skipped: CUDAExecutionProvider" in report
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
