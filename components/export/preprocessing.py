@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from components.export.bundle_predict import IMAGE_MODES, MAX_PIXELS
 from components.export.onnx_utils import INPUT_NAME, save_onnx
 
 FLOAT_INPUT = "image_float"  # the inner graph's former input: (batch, C, H, W) float32
@@ -54,7 +55,11 @@ def input_contract(manifest: dict[str, Any]) -> dict[str, Any]:
                    "where": "predict.py / distillery predict (Pillow), before the model"},
         "raw_source": raw,
         "accepts": "uint8 (N, H, W, C); predict.py also takes (N, H, W) for grey, PNG/JPEG "
-                   "files of any size, float .npz in [0, 1] (the prepared form)",
+                   "files of any size, float .npz in [0, 1] (the prepared form); images with "
+                   "an alpha channel, 16-bit or CMYK images are refused",
+        # Pillow mode of an image file -> the mode it is converted to for this model
+        "image_modes": IMAGE_MODES[1 if c == 1 else 3],
+        "max_pixels": MAX_PIXELS,  # larger images are refused before they are decoded
     }
 
 
