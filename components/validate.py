@@ -1,10 +1,12 @@
 """`validate`: prove the prepared dataset is fit to train on before any model sees it.
 
 A per-sample table (split, id, label, shape, pixel min/max/mean, NaN/inf counts, content hash)
-is checked split by split with a Great Expectations suite run through one Checkpoint per split,
-which also renders Data Docs. Checks that span splits or read the manifest (class shares,
-train/test leakage, rejected source items, manifest counts) and drift against an accepted
-reference profile are explicit checks recorded in the same format. Outputs: `report_dir/`
+is checked split by split with a Great Expectations suite run through one Checkpoint per split.
+Checks that span splits or read the manifest (class shares and counts, train/test leakage,
+rejected source items, manifest counts) and drift against an accepted reference profile are
+explicit checks that word each finding, and are also run as GX expectations over derived tables
+(`prepared/class_counts`, `prepared/leakage`, `prepared/rejected_items`, `prepared/drift`), so
+every check shows in the Data Docs, which render offline. Outputs: `report_dir/`
 (`data_docs/`, `result.json`, `profile.json`, and `gate.json` when every check passed) and a
 small metrics JSON; any failure raises `DataValidationError` after the reports are written.
 
@@ -33,7 +35,14 @@ from components.core.io import (
     read_json,
 )
 from components.core.stage import StageIO, StageResult
-from components.validation import check_dataset, check_drift, profile_dataset, run_expectations
+from components.validation import (
+    check_dataset,
+    check_drift,
+    derive_assets,
+    link_checks,
+    profile_dataset,
+    run_expectations,
+)
 
 GATE_FILE = "gate.json"  # in the report folder; written only when every check passed
 
@@ -78,10 +87,14 @@ def validate(cfg: ValidateConfig, prepared_dir: Path, report_dir: Path,
     profile = profile_dataset(tables, ds.split("train").x, names, cfg)
     ref_path = Path(cfg.reference_profile)
     with atomic_dir(report_dir) as tmp:
-        records = run_expectations(tables, ds.manifest, expected, names, cfg, tmp / "data_docs")
-        records += check_dataset(tables, ds.manifest, expected, names, cfg)
+        checks = check_dataset(tables, ds.manifest, expected, names, cfg)
         drift, drift_records = check_drift(profile, ds.split("train").x, ref_path, cfg)
-        records += drift_records
+        derived = derive_assets(tables, ds.manifest, expected, names, cfg, drift)
+        gx_records = run_expectations(tables, ds.manifest, expected, names, cfg,
+                                      tmp / "data_docs", derived)
+        per_sample = [r for r in gx_records if "for_check" not in r]
+        records = per_sample + link_checks(checks + drift_records,
+                                           [r for r in gx_records if "for_check" in r])
         failures = [r["message"] for r in records if not r["success"]]
         report = ValidationReport(
             success=not failures, evaluated_expectations=len(records),
