@@ -267,11 +267,32 @@ def session_options(entry: dict):
     return so
 
 
-def open_session(bundle: str | Path, entry: dict):
-    """A CPU InferenceSession of ``entry["model_file"]`` in ``bundle`` with ``entry``'s options."""
+def verify_file(path: Path, files: dict | None) -> None:
+    """Refuse ``path`` unless its sha256 is the one ``metadata.json`` (``files``) records."""
+    import hashlib
+
+    if files is None:
+        return  # a bare model file, not a bundle: nothing recorded to check against
+    if path.name not in files:
+        raise ValueError(f"{path}: not listed in the bundle's metadata.json `files`; refusing "
+                         "an unverified model file")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != files[path.name]:
+        raise ValueError(f"{path}: sha256 {digest.hexdigest()} differs from the "
+                         f"{files[path.name]} its metadata.json records; the bundle was changed "
+                         "after convert verified it")
+
+
+def open_session(bundle: str | Path, entry: dict, files: dict | None = None):
+    """A CPU InferenceSession of ``entry["model_file"]`` in ``bundle`` with ``entry``'s options,
+    after checking the file against the sha256 in ``files`` (metadata.json) when given."""
     import onnxruntime as ort
 
     path = resolve_model_file(bundle, entry["model_file"])
+    verify_file(path, files)
     return ort.InferenceSession(str(path), sess_options=session_options(entry),
                                 providers=["CPUExecutionProvider"])
 
@@ -284,7 +305,7 @@ def predict(bundle: str | Path, paths: list[Path], profile: str | None = None,
     bundle = Path(bundle)
     meta = load_metadata(bundle)
     x, names = load_inputs(paths, meta, raw, max_pixels)
-    session = open_session(bundle, runtime_entry(meta, profile))
+    session = open_session(bundle, runtime_entry(meta, profile), meta.get("files", {}))
     outputs = [o.name for o in session.get_outputs()]
     wanted = "label" if "label" in outputs else outputs[0]
     out = session.run([wanted], {meta["input"]["name"]: x})[0]

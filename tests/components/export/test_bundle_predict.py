@@ -209,3 +209,22 @@ def test_paths_with_spaces_work_in_process_and_in_the_shipped_predict_py(
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {bad}: not a readable image")
+
+
+def test_a_bundle_changed_after_convert_is_refused_naming_the_file_and_both_hashes(
+        bundle: Path, data: Dataset, tmp_path: Path):
+    changed = tmp_path / "changed"
+    shutil.copytree(bundle, changed)
+    image = tmp_path / "one.png"
+    Image.fromarray(_grey(data), mode="L").save(image)
+    assert bundle_predict.predict(changed, [image])  # an intact copy predicts
+    model = changed / bundle_predict.load_metadata(changed)["model_file"]
+    blob = bytearray(model.read_bytes())
+    blob[-1] ^= 0xFF  # one flipped bit in the last weight
+    model.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=naming(model, "sha256 [0-9a-f]{64} differs from the "
+                                                       "[0-9a-f]{64} its metadata.json records")):
+        bundle_predict.predict(changed, [image])
+    proc = subprocess.run([sys.executable, str(changed / "predict.py"), str(image)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0 and "sha256" in proc.stderr and str(model) in proc.stderr
