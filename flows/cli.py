@@ -6,10 +6,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -42,6 +46,74 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, 
 def _fail(e: BaseException) -> None:
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
+
+
+def venv_path(path: str | None = None) -> str:
+    """PATH with this interpreter's bin folder first: the venv's `dvc`, `uvicorn`, `mlflow` are
+    found by child processes whether or not the venv is activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    rest = [p for p in (os.environ.get("PATH", "") if path is None else path).split(os.pathsep)
+            if p and p != bin_dir]
+    return os.pathsep.join([bin_dir, *rest])
+
+
+STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+def start_prefect_api() -> int | None:
+    """Start Prefect's temporary API server now (when no PREFECT_API_URL is set); its pid.
+
+    A start-up timeout becomes one line naming the cause and the setting to raise; a reaper
+    process ends the server should this process be killed before Prefect's exit hook runs.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    try:
+        server.start()
+    except RuntimeError as e:
+        server.stop()  # Prefect leaves a server that missed its deadline running
+        if "Timed out" not in str(e):
+            raise
+        typer.secho(f"error: Prefect's temporary API server did not answer within "
+                    f"{os.environ.get(STARTUP_TIMEOUT_ENV, '20')} s; raise "
+                    f"{STARTUP_TIMEOUT_ENV} (e.g. {STARTUP_TIMEOUT_ENV}=600) or set "
+                    f"PREFECT_API_URL to a running server", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    pid = server.server_process.pid
+    code = ("import sys; from flows.worker_child import reap_when_orphaned; "
+            "reap_when_orphaned(int(sys.argv[1]), [int(sys.argv[2])])")
+    subprocess.Popen([sys.executable, "-c", code, str(os.getpid()), str(pid)],
+                     start_new_session=True, stdin=subprocess.DEVNULL)
+    return pid
+
+
+@contextlib.contextmanager
+def interrupts_stop_workers() -> Iterator[dict[str, int]]:
+    """SIGTERM/SIGINT outside the flow's body (start-up, teardown): stop the stage workers and
+    leave what was running with KeyboardInterrupt; the flow's body has its own handlers."""
+    from flows.pipeline import INTERRUPTS
+    from flows.workers import pool_for
+
+    caught: dict[str, int] = {}
+
+    def stop(signum: int, frame: Any) -> None:
+        caught.setdefault("signal", signum)
+        pool = pool_for(".")
+        if pool is not None:
+            pool.terminate()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in INTERRUPTS}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()
@@ -92,12 +164,14 @@ def repro(
             return
     except _USER_ERRORS as e:
         _fail(e)
-    from flows.tracking import start_pipeline_run
+    from flows.pipeline import fail_orphaned_runs, record_owner
+    from flows.tracking import start_pipeline_run, tracking_uri
 
+    fail_orphaned_runs(experiment, tracking_uri())
     cmd = ["dvc", "repro", *(targets or []), *(["--force"] if force else [])]
     with start_pipeline_run(experiment) as run:
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        code = subprocess.run(cmd, env=env).returncode
+        record_owner(run.info.run_id, tracking_uri())
+        code = subprocess.run(cmd, env={**os.environ, "PATH": venv_path()}).returncode
         if code:  # raising inside the run marks it FAILED in MLflow
             typer.secho(f"dvc repro failed (exit {code}); MLflow run {run.info.run_id}",
                         fg=typer.colors.RED, err=True)
@@ -118,9 +192,19 @@ def run(
 
     # Local runs: the stage workers start now and warm up while Prefect creates the flow run.
     size = 0 if dask_address else default_size(os.cpu_count() or 1)
-    with stage_workers(".", size):
-        state = pipeline_flow(dask_address)(targets=targets or None, force=force,
-                                            stage_timeout_s=stage_timeout, return_state=True)
+    os.environ["PATH"] = venv_path()
+    with interrupts_stop_workers() as caught:
+        try:
+            with stage_workers(".", size):
+                start_prefect_api()
+                state = pipeline_flow(dask_address)(targets=targets or None, force=force,
+                                                    stage_timeout_s=stage_timeout,
+                                                    return_state=True)
+        except KeyboardInterrupt:
+            caught.setdefault("signal", signal.SIGINT)
+            state = None
+    if state is None or _interrupted(state, caught):
+        _exit_interrupted(caught, state)
     records = state.result(raise_on_failure=False)
     for r in records if isinstance(records, list) else []:
         if hasattr(r, "status"):
@@ -132,6 +216,29 @@ def run(
         raise typer.Exit(1)
 
 
+def _interrupted(state: Any, caught: dict[str, int]) -> bool:
+    from flows.pipeline import FlowInterrupted
+
+    if "signal" in caught:
+        return True
+    if not state.is_failed():
+        return False
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, FlowInterrupted):
+        caught["signal"] = error.signum
+        return True
+    return False
+
+
+def _exit_interrupted(caught: dict[str, int], state: Any) -> None:
+    """One line, then 128 + the signal (130 for SIGINT, 143 for SIGTERM), as a shell reports."""
+    signum = caught.get("signal", signal.SIGINT)
+    message = state.message if state is not None else "before the flow run started"
+    typer.secho(f"interrupted by {signal.Signals(signum).name}: {message}",
+                fg=typer.colors.RED, err=True)
+    raise typer.Exit(128 + signum)
+
+
 @app.command()
 def retrain(
     push: bool = typer.Option(True, help="Push artifacts to the DVC remote at the end."),
@@ -140,6 +247,8 @@ def retrain(
     """Pull, validate, rebuild what changed, evaluate, register and promote, push."""
     from flows.retrain import retrain as retrain_flow
 
+    os.environ["PATH"] = venv_path()
+    start_prefect_api()
     state = retrain_flow(push=push, dask_address=dask_address, return_state=True)
     if not state.is_completed():
         typer.secho(f"retrain: {state.message}", fg=typer.colors.RED, err=True)
@@ -152,6 +261,7 @@ def serve() -> None:
     from flows.retrain import load_schedule
     from flows.retrain import serve as serve_retrain
 
+    os.environ["PATH"] = venv_path()  # the flow runs' children: `dvc`, `mlflow`, `uvicorn`
     serve_retrain(load_schedule())
 
 

@@ -10,12 +10,21 @@ Two ways to run a stage:
   per worker, not once per stage; each worker also runs the stage's DVC status and commit;
 - on a Dask cluster (`DISTILLERY_DASK_ADDRESS`), or for a command that is not `distillery stage`,
   as `dvc repro --single-item STAGE` in a subprocess.
+
+The flow owns its children. SIGTERM or SIGINT stops the workers (their process groups) at once:
+the running stages fail, their outputs go to `reports/failed/<stage>/`, nothing of theirs reaches
+dvc.lock, and the flow ends with `FlowInterrupted` (MLflow pipeline run KILLED, Prefect flow run
+FAILED). A flow killed outright (SIGKILL) leaves its pipeline run RUNNING; the next flow (or
+`distillery repro`) finds it by the pid it recorded and marks it FAILED.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -45,6 +54,18 @@ DASK_ENV = "DISTILLERY_DASK_ADDRESS"
 TIMEOUT_ENV = "DISTILLERY_STAGE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
 EVALUATION_REPORT = Path("reports/evaluate/evaluate.md")
+# Recorded on the MLflow pipeline run: which process owns it, to tell a crashed run from a live one
+PID_TAG, HOST_TAG, STARTED_TAG = "distillery.pid", "distillery.host", "distillery.pid_started"
+INTERRUPTS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+
+
+class FlowInterrupted(StageFailed):
+    """SIGTERM or SIGINT stopped the flow; the stages it interrupted committed nothing."""
+
+    def __init__(self, signum: int, failed: list[str]) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {INTERRUPTS.get(signum, signum)}; stages stopped or "
+                         f"not run: {', '.join(failed) or 'none'}")
 
 
 @dataclass
@@ -228,6 +249,94 @@ def tracking_env(repo: str | Path) -> Iterator[str]:
             os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+# --- owning the children: signals, stale runs ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def stop_on_signals(repo: str | Path) -> Iterator[dict[str, int]]:
+    """While the block runs, SIGTERM and SIGINT stop ``repo``'s stage workers at once.
+
+    Yields a dict that gets ``signal`` when one arrived; the block then ends as its stages fail.
+    Main thread only (Python delivers signals there); the previous handlers come back after.
+    """
+    caught: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        first = "signal" not in caught
+        caught.setdefault("signal", signum)
+        pool = pool_for(repo)
+        if first and pool is not None:
+            pool.terminate()
+
+    previous = {sig: signal.signal(sig, stop) for sig in INTERRUPTS}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def record_owner(run_id: str, uri: str) -> None:
+    """Tag the pipeline run with this process (pid, its start time, host)."""
+    import mlflow
+    import psutil
+    from mlflow.entities import RunTag
+
+    me = psutil.Process()
+    tags = {PID_TAG: str(me.pid), STARTED_TAG: f"{me.create_time():.3f}",
+            HOST_TAG: socket.gethostname()}
+    mlflow.MlflowClient(uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def owner_alive(tags: dict[str, str]) -> bool:
+    """Whether the process recorded in a pipeline run's tags still runs (other hosts: assumed)."""
+    import psutil
+
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return True
+    try:
+        started = psutil.Process(int(tags[PID_TAG])).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    return abs(started - float(tags.get(STARTED_TAG) or started)) < 1.0  # not a reused pid
+
+
+def fail_orphaned_runs(experiment: str, uri: str, repo: str | Path = ".",
+                       graph: StageGraph | None = None) -> list[str]:
+    """Mark RUNNING pipeline runs whose recorded process is dead FAILED, with their RUNNING stage
+    runs; quarantine what those stages left at their outputs. Returns the pipeline run ids."""
+    import mlflow
+
+    from flows.stages import quarantine
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    running = client.search_runs([exp.experiment_id], filter_string=(
+        "tags.`distillery.stage` = 'pipeline' and attributes.status = 'RUNNING'"))
+    failed = []
+    for run in running:
+        if owner_alive(run.data.tags):
+            continue
+        stages = client.search_runs([exp.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and attributes.status = 'RUNNING'"))
+        for stage_run in stages:
+            address = stage_run.data.tags.get("distillery.stage", "")
+            node = graph.stages.get(address) if graph else None
+            if node is not None:
+                quarantine(address, [Path(p) for p in node.outs], root=Path(repo))
+            client.set_terminated(stage_run.info.run_id, "FAILED")
+        client.set_tag(run.info.run_id, "distillery.failure",
+                       f"process {run.data.tags.get(PID_TAG)} died (killed?) while running")
+        client.set_terminated(run.info.run_id, "FAILED")
+        failed.append(run.info.run_id)
+    return failed
+
+
 # --- the flow -----------------------------------------------------------------------------------
 
 
@@ -259,24 +368,31 @@ def compression_pipeline(
     if not isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner):
         size = 0  # tasks run elsewhere (Dask): no pool of this process can serve them
     outer_pool = pool_for(repo)
-    with (tracking_env(repo) as uri, stage_workers(repo, size) as pool,
-          start_pipeline_run(experiment) as parent):
-        env = {"MLFLOW_TRACKING_URI": uri, PARENT_ENV: parent.info.run_id}
-        futures: dict[str, Any] = {}
-        for name, node in graph.stages.items():
-            futures[name] = tasks[name].submit(
-                node, repo, env, experiment, timeouts[name], force,
-                wait_for=[futures[u] for u in node.upstream if u in futures],
-            )
-        wait(list(futures.values()))
-        if pool is not None and pool is not outer_pool:
-            pool.close()  # no stage is left: the workers exit while the report is written
-        records = [f.state.result() for f in futures.values() if f.state.is_completed()]
-        failed = [n for n, f in futures.items() if not f.state.is_completed()]
-        order_lockfile(repo, full_graph.order)
-        publish_report(records, failed, repo, parent)
-        if failed:  # raising inside the MLflow run marks it FAILED too
-            raise StageFailed(f"stages failed or not run: {', '.join(failed)}")
+    with tracking_env(repo) as uri, stage_workers(repo, size) as pool:
+        fail_orphaned_runs(experiment, uri, repo, full_graph)
+        with start_pipeline_run(experiment) as parent, stop_on_signals(repo) as caught:
+            record_owner(parent.info.run_id, uri)
+            env = {"MLFLOW_TRACKING_URI": uri, PARENT_ENV: parent.info.run_id}
+            futures: dict[str, Any] = {}
+            for name, node in graph.stages.items():
+                futures[name] = tasks[name].submit(
+                    node, repo, env, experiment, timeouts[name], force,
+                    wait_for=[futures[u] for u in node.upstream if u in futures],
+                )
+            wait(list(futures.values()))
+            if pool is not None and pool is not outer_pool:
+                pool.close()  # no stage is left: the workers exit while the report is written
+            records = [f.state.result() for f in futures.values() if f.state.is_completed()]
+            failed = [n for n, f in futures.items() if not f.state.is_completed()]
+            order_lockfile(repo, full_graph.order)
+            publish_report(records, failed, repo, parent)
+            if "signal" in caught:
+                import mlflow
+
+                mlflow.end_run("KILLED")  # the run context then has no run left to mark FAILED
+                raise FlowInterrupted(caught["signal"], failed)
+            if failed:  # raising inside the MLflow run marks it FAILED too
+                raise StageFailed(f"stages failed or not run: {', '.join(failed)}")
     return records
 
 

@@ -8,10 +8,11 @@ and thread count, MLflow's active run) is never shared by two running stages, an
 what it uses: results are the same as under `dvc repro`.
 
 DVC stays the record of what is up to date. For a stage whose command is `distillery stage NAME
-[--item ITEM]`, the worker (its working directory is the repo, as DVC expects) reproduces it as
-`dvc repro --single-item` would and writes the same dvc.lock (`flows.worker_child`, the code that
-runs inside a worker). Other commands run through `dvc repro` unchanged. This module is the flow's
-side: which commands a worker takes, and the pool of workers.
+[--item ITEM]` (or `bin/stage NAME ...`, the repo's wrapper of that command), the worker (its
+working directory is the repo, as DVC expects) reproduces it as `dvc repro --single-item` would
+and writes the same dvc.lock (`flows.worker_child`, the code that runs inside a worker). Other
+commands run through `dvc repro` unchanged. This module is the flow's side: which commands a
+worker takes, and the pool of workers, which `terminate` stops at once (SIGTERM, SIGINT).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import multiprocessing
 import os
 import queue
 import shlex
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -46,29 +49,37 @@ class WorkerLost(WorkerError):
     """The worker gave no answer: it ran past the timeout or died. It must be replaced."""
 
 
+# The commands that run `distillery stage`: the installed script, and the repo's sh wrapper
+STAGE_COMMANDS = (["distillery", "stage"], ["bin/stage"], ["./bin/stage"])
+
+
 def parse_stage_cmd(cmd: str) -> StageCall | None:
     """The call a dvc.yaml command makes, or None when it is not a plain `distillery stage`."""
     try:
         words = shlex.split(cmd)
     except ValueError:
         return None
-    if len(words) < 3 or words[:2] != ["distillery", "stage"] or words[2].startswith("-"):
+    prefix = next((p for p in STAGE_COMMANDS if words[:len(p)] == p), None)
+    if prefix is None or len(words) <= len(prefix) or words[len(prefix)].startswith("-"):
         return None
+    name, rest = words[len(prefix)], words[len(prefix) + 1:]
     options: dict[str, str] = {}
-    rest = words[3:]
     while rest:
         if len(rest) < 2 or rest[0] not in ("--item", "--params"):
             return None  # anything else (pipes, &&, other flags): let DVC run it
         options[rest[0][2:]] = rest[1]
         rest = rest[2:]
-    return StageCall(words[2], options.get("item"), options.get("params", "params.yaml"))
+    return StageCall(name, options.get("item"), options.get("params", "params.yaml"))
 
 
 class _Worker:
     def __init__(self, repo: str) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded flow process
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(repo, child), name="distillery-stage")
+        # PR_SET_PDEATHSIG fires when the starting *thread* ends: asked for from the main one only
+        main = threading.current_thread() is threading.main_thread()
+        self.process = ctx.Process(target=_serve, args=(repo, child, os.getpid(), main),
+                                   name="distillery-stage")
         self.process.start()
         child.close()
         self.ready = False
@@ -100,11 +111,20 @@ class _Worker:
             with contextlib.suppress(OSError, ValueError):
                 self.conn.send(None)
 
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the worker's process group (it leads one), stage subprocesses too."""
+        pid = self.process.pid
+        if pid is None:
+            return
+        for send in (os.killpg, os.kill):  # os.kill: a worker not yet past its `setsid`
+            with contextlib.suppress(OSError):
+                send(pid, sig)
+
     def stop(self, grace_s: float = 5.0) -> None:
         self.ask_to_exit()
         self.process.join(grace_s)
         if self.process.is_alive():
-            self.process.kill()
+            self.signal_group(signal.SIGKILL)
             self.process.join()
         self.conn.close()
 
@@ -117,24 +137,35 @@ class StageWorkers:
             raise ValueError(f"StageWorkers: size must be >= 1, got {size}")
         self.repo = str(Path(repo).resolve())
         self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._started: list[_Worker] = []  # idle or busy: what `terminate` must reach
+        self._lock = threading.RLock()  # `terminate` may run in a signal handler
         self.closed = False
         for _ in range(size):  # started now: their imports overlap the flow's own start-up
-            self._idle.put(_Worker(self.repo))
+            self._idle.put(self._start())
+
+    def _start(self) -> _Worker:
+        with self._lock:
+            worker = _Worker(self.repo)
+            self._started.append(worker)
+            return worker
 
     def run(self, job: StageJob, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
         """Reproduce one stage in an idle worker (waiting for one); what `reproduce` returns.
 
-        Raises `WorkerError` on failure; a worker that timed out or died is replaced, one whose
-        stage raised lives on.
+        Raises `WorkerError` on failure; a worker that timed out or died is replaced (unless the
+        pool was closed meanwhile), one whose stage raised lives on.
         """
-        if self.closed:
-            raise WorkerError(f"stage `{job.address}`: the worker pool is closed")
         worker = self._idle.get()
         try:
+            if self.closed:
+                raise WorkerError(f"stage `{job.address}`: the worker pool is closed")
             return worker.call(job, env, timeout_s)
         except WorkerLost:
             worker.stop(grace_s=0)
-            worker = _Worker(self.repo)
+            with self._lock:
+                self._started.remove(worker)
+            if not self.closed:
+                worker = self._start()
             raise
         finally:
             self._idle.put(worker)
@@ -152,6 +183,30 @@ class StageWorkers:
             worker.ask_to_exit()
         for worker in workers:
             worker.stop()
+        for worker in workers:  # back for a `run` still waiting on the queue: it sees `closed`
+            self._idle.put(worker)
+
+    def terminate(self, grace_s: float = 3.0) -> list[int]:
+        """Stop every worker now, busy ones included: SIGTERM to each process group, SIGKILL to
+        those still alive after ``grace_s``. A stage it interrupts fails in its `run` call (the
+        flow quarantines its outputs); it commits nothing. Returns the workers' pids."""
+        self.closed = True
+        with self._lock:
+            workers = list(self._started)
+        for worker in workers:
+            worker.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for worker in workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.signal_group(signal.SIGKILL)
+                worker.process.join(1)
+        return [w.process.pid for w in workers if w.process.pid]
+
+    def pids(self) -> list[int]:
+        """Pids of the workers alive now."""
+        with self._lock:
+            return [w.process.pid for w in self._started if w.process.is_alive()]
 
 
 # Pools the flow opened, by repository: tasks find theirs here (a pool is not a task argument:

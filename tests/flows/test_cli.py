@@ -85,8 +85,12 @@ def test_repro_with_nothing_changed_says_so_and_opens_no_mlflow_run(
 def test_repro_with_a_changed_stage_runs_dvc_repro_under_one_pipeline_run(
         project: Path, pipeline_runs: list, monkeypatch: pytest.MonkeyPatch):
     import flows.cli
+    import flows.pipeline
 
     monkeypatch.setattr(flows.dvc_ops, "changed_stages", lambda *args, **kwargs: {"distill"})
+    swept: list[tuple] = []  # the fake run has no MLflow store: record what would be tagged
+    monkeypatch.setattr(flows.pipeline, "fail_orphaned_runs", lambda *a: swept.append(a) or [])
+    monkeypatch.setattr(flows.pipeline, "record_owner", lambda *a: swept.append(a))
     commands: list[list[str]] = []
     monkeypatch.setattr(flows.cli.subprocess, "run",
                         lambda cmd, **kwargs: commands.append(cmd) or SimpleNamespace(returncode=0))
@@ -95,6 +99,7 @@ def test_repro_with_a_changed_stage_runs_dvc_repro_under_one_pipeline_run(
     assert commands == [["dvc", "repro", "distill"]]
     experiment = yaml.safe_load((project / "params.yaml").read_text())["tracking"]["experiment"]
     assert pipeline_runs == [((experiment,), {})]
+    assert [a[0] for a in swept] == [experiment, "fake-run"]  # stale runs swept, owner recorded
 
 
 def test_every_command_runs_with_telemetry_off_unless_the_user_set_it(monkeypatch):
@@ -110,3 +115,33 @@ def test_every_command_runs_with_telemetry_off_unless_the_user_set_it(monkeypatc
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"
     assert os.environ["DO_NOT_TRACK"] == "0"
+
+
+def test_children_find_the_venvs_tools_with_the_venv_unactivated():
+    import os
+    import sys
+
+    from flows.cli import venv_path
+
+    bin_dir = str(Path(sys.executable).parent)
+    path = venv_path(os.pathsep.join(["/usr/bin", bin_dir, "/bin"]))
+    assert path.split(os.pathsep) == [bin_dir, "/usr/bin", "/bin"]  # first, and only once
+    assert venv_path("").split(os.pathsep) == [bin_dir]
+    assert (Path(venv_path("/usr/bin").split(os.pathsep)[0]) / "uvicorn").exists()
+
+
+def test_run_fails_in_one_line_when_prefects_server_misses_its_startup_timeout(project: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0", DISTILLERY_WORKERS="0",
+               PREFECT_HOME=str(project / "prefect-home"), PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]  # after Prefect's own INFO lines
+    assert last.startswith("error: Prefect's temporary API server did not answer within 0 s")
+    assert "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in last

@@ -39,6 +39,63 @@ def test_tracking_env_makes_the_default_sqlite_store_absolute(tmp_path, monkeypa
         assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
 
+def test_a_pipeline_run_whose_process_died_is_marked_failed_and_its_stage_outs_quarantined(
+        tmp_path):
+    import os
+
+    import mlflow
+    import psutil
+
+    from flows.pipeline import HOST_TAG, PID_TAG, STARTED_TAG, fail_orphaned_runs, record_owner
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("orphans")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    crashed = client.create_run(exp, tags={"distillery.stage": "pipeline", PID_TAG: str(dead.pid),
+                                           STARTED_TAG: "1.0", HOST_TAG: os.uname().nodename})
+    stage = client.create_run(exp, tags={"distillery.stage": "ensemble",
+                                         "mlflow.parentRunId": crashed.info.run_id})
+    live = client.create_run(exp, tags={"distillery.stage": "pipeline"})
+    record_owner(live.info.run_id, uri)  # this process: alive
+    assert client.get_run(live.info.run_id).data.tags[PID_TAG] == str(psutil.Process().pid)
+    node = read_graph(REPO).stages["ensemble"]
+    for out in node.outs:  # what the killed stage left half-written
+        (tmp_path / out).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / out).write_text("half")
+
+    assert fail_orphaned_runs("orphans", uri, tmp_path, read_graph(REPO)) == [crashed.info.run_id]
+    assert client.get_run(crashed.info.run_id).info.status == "FAILED"
+    assert client.get_run(stage.info.run_id).info.status == "FAILED"
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"
+    assert not any((tmp_path / out).exists() for out in node.outs)
+    assert all((tmp_path / "reports/failed/ensemble" / Path(out).name).read_text() == "half"
+               for out in node.outs)
+    assert fail_orphaned_runs("orphans", uri, tmp_path) == []  # done once
+
+
+def test_sigterm_in_the_flow_body_stops_the_workers_and_is_reported(tmp_path):
+    import os
+    import signal
+
+    import psutil
+
+    from flows.pipeline import stop_on_signals
+    from flows.workers import stage_workers
+    from tests.workspace import make_workspace
+
+    repo = make_workspace(tmp_path / "repo")
+    before = signal.getsignal(signal.SIGTERM)
+    with stage_workers(repo, 1) as pool, stop_on_signals(repo) as caught:
+        (pid,) = pool.pids()
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread: handled here
+        assert caught == {"signal": signal.SIGTERM}
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        assert pool.closed
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # --- real runs: a Prefect server, an MLflow server, a tiny clone ---------------------------------
 
 
@@ -191,7 +248,8 @@ def test_a_failing_stage_fails_the_flow_and_notifies(servers, tiny_repo, apprise
     flow_run, tasks = flow_run_and_tasks(state)
     assert flow_run.state.type.value == "FAILED"
     assert tasks["validate"].state.type.value == "FAILED"
-    downstream = [n for n in tasks if n not in ("ingest", "validate")]
+    upstream = read_graph(tiny_repo).upstream_closure(["validate"]).stages  # ran: ok or failed
+    downstream = [n for n in tasks if n not in upstream]
     assert downstream and all(tasks[n].state.type.value != "COMPLETED" for n in downstream)
     assert any("validate" in r["title"] for r in received)
     assert all(tasks[n].run_count <= 1 for n in tasks)  # no retries on training stages

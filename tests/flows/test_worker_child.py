@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flows import worker_child
+from flows.graph import read_graph
 from flows.workers import WorkerError, stage_workers
 from tests.flows.helpers_workers import job
 from tests.workspace import make_workspace
@@ -29,6 +30,8 @@ def test_a_worker_reproduces_like_dvc_and_survives_a_failed_stage(workspace, tmp
     with stage_workers(workspace, 1) as pool:
         with pytest.raises(WorkerError, match="data/prepared"):  # nothing ingested yet
             pool.run(job("validate"), env, timeout_s=120)
+        if "check" in read_graph(workspace).stages:  # every stage depends on `check`
+            pool.run(job("check"), env, timeout_s=120)
         ran = pool.run(job("ingest"), env, timeout_s=120)
         assert ran["status"] == "ran" and ran["stage_s"] > 0 and ran["dvc_s"] > 0
         assert pool.run(job("ingest"), env, timeout_s=120)["status"] == "skipped"  # up to date
@@ -90,3 +93,19 @@ def test_remove_outs_deletes_folders_files_and_links_as_dvc_repro_does(tmp_path)
 def test_every_warm_import_names_a_module_that_exists(module):
     # `_warm` skips a missing module silently: a moved one would only make workers slower
     assert importlib.util.find_spec(module) is not None
+
+
+def test_a_dvc_repro_beside_a_running_stage_fails_at_once_on_dvcs_lock(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    lock_before = (workspace / "dvc.lock").read_text() if (workspace / "dvc.lock").exists() \
+        else None
+    with worker_child.stage_rwlock("validate"):  # what a worker holds while `validate` runs
+        beside = subprocess.run([DVC, "repro", "--single-item", "validate"], cwd=workspace,
+                                capture_output=True, text=True, timeout=120)
+        rwlock = json.loads((workspace / ".dvc" / "tmp" / "rwlock").read_text())
+    assert beside.returncode != 0
+    assert "is busy, it is being blocked by" in beside.stderr + beside.stdout
+    assert str(workspace / "reports" / "validate") in json.dumps(rwlock["write"])
+    after = (workspace / "dvc.lock").read_text() if (workspace / "dvc.lock").exists() else None
+    assert after == lock_before  # the stage beside did not run
+    assert json.loads((workspace / ".dvc" / "tmp" / "rwlock").read_text()) == {}  # released

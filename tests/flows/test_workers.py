@@ -72,3 +72,93 @@ def test_pool_size_defaults_to_the_env_else_cores_capped_by_the_widest_group(mon
 def test_size_zero_opens_no_pool(workspace):
     with stage_workers(workspace, 0) as pool:
         assert pool is None and pool_for(workspace) is None
+
+
+@pytest.mark.parametrize("cmd, call", [
+    ("bin/stage ingest", StageCall("ingest")),
+    ("bin/stage train_teachers --item mlp", StageCall("train_teachers", "mlp")),
+    ("./bin/stage prune --params tiny.yaml", StageCall("prune", None, "tiny.yaml")),
+])
+def test_the_bin_stage_wrapper_is_a_stage_call_like_distillery_stage(cmd, call):
+    assert parse_stage_cmd(cmd) == call
+
+
+@pytest.mark.parametrize("cmd", ["bin/stage", "bin/stage --item x", "bin/stage x | tee log",
+                                 "sh bin/stage x", "bin/stagex x"])
+def test_other_wrapper_commands_are_left_to_dvc(cmd):
+    assert parse_stage_cmd(cmd) is None
+
+
+# A parent that starts one worker (from its main thread, or another thread: no parent-death
+# signal then, only the watchdog), waits for it to be ready, prints its pid and sleeps.
+PARENT = """
+import sys, threading, time
+from flows.workers import _Worker
+where = sys.argv[2]
+box = []
+start = lambda: box.append(_Worker(sys.argv[1]))
+if where == "main":
+    start()
+else:
+    t = threading.Thread(target=start); t.start(); t.join()
+box[0]._receive(time.monotonic() + 120, "start-up")
+print(box[0].process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_worker_dies_within_seconds_when_its_parent_is_killed(workspace, where):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(workspace), where],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        worker = psutil.Process(int(parent.stdout.readline()))
+        assert worker.is_running() and worker.ppid() == parent.pid
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    else:
+        worker.kill()
+        pytest.fail(f"worker {worker.pid} still runs 10 s after its parent was killed")
+
+
+def test_terminate_stops_a_busy_worker_and_its_process_group(workspace, tmp_path):
+    import threading
+
+    import psutil
+
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    pool = StageWorkers(workspace, 1)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pool.run(job("ingest"), env, timeout_s=300)
+        except WorkerError as e:
+            errors.append(e)
+
+    (pid,) = pool.pids()
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert pool.terminate() == [pid]
+        runner.join(30)
+        assert not runner.is_alive() and errors  # the caller hears of it, nothing replaces it
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        assert pool.pids() == [] and pool.closed
+        with pytest.raises(WorkerError, match="closed"):
+            pool.run(job("ingest"), env, timeout_s=5)
+    finally:
+        pool.close()
