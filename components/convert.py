@@ -280,14 +280,15 @@ def convert_stage(cfg: ConvertConfig, quantized_dir: Path, teacher_dirs: dict[st
 
 
 def predict_bundle(bundle_dir: Path, inputs: list[Path], profile: str | None = None,
-                   raw: bool = False) -> list[str]:
+                   raw: bool = False, max_pixels: int = bundle_predict.MAX_PIXELS) -> list[str]:
     """Class name for every image (PNG/JPEG, any size: resized) or .npz sample in ``inputs``,
     via the bundle, its session built as ``profile`` (default: the bundle's default profile)
     configures. Inputs are 8-bit pixels (0..255) or prepared floats in [0, 1]; ``raw``: the
     source's own raw values instead (metadata ``input.raw_source``, digits: 0..16). NaN/inf
-    samples and unreadable files raise ValueError naming the file and sample."""
+    samples, unreadable files and images over ``max_pixels`` raise ValueError naming the file
+    and sample."""
     return [label for _, label in bundle_predict.predict(bundle_dir, list(inputs), profile,
-                                                         raw)]
+                                                         raw, max_pixels)]
 
 
 def run(cfg: Params, io: StageIO) -> StageResult:

@@ -116,6 +116,18 @@ def interrupts_stop_workers() -> Iterator[dict[str, int]]:
             signal.signal(sig, handler)
 
 
+def _log_progress() -> None:
+    """Stage progress (the `distillery` loggers, e.g. one line per epoch off a TTY) to stderr."""
+    import logging
+
+    logger = logging.getLogger("distillery")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 @app.command()
 def check(params: Path = typer.Option(Path("params.yaml"), help="Params file.")) -> None:
     """Validate the whole params file and exit non-zero, naming each bad key."""
@@ -137,6 +149,7 @@ def stage(
     """Run one pipeline stage (this is what `dvc repro` calls)."""
     from flows.stages import run_stage
 
+    _log_progress()
     try:
         run_stage(name, item, params)
     except Exception as e:  # noqa: BLE001 - the message is the report (DataValidationError...)
@@ -156,11 +169,15 @@ def repro(
     """
     from components.config import load_params
     from flows.dvc_ops import changed_stages
+    from flows.summary import pipeline_summary
 
     try:
         experiment = load_params().tracking.experiment
-        if not force and not changed_stages(".", targets or None):
+        stale = force or bool(changed_stages(".", targets or None))
+        lacking = [] if stale else registry_lacks(targets)
+        if not stale and not lacking:
             typer.echo("Data and pipelines are up to date: nothing to run.")
+            typer.echo(pipeline_summary())
             return
     except _USER_ERRORS as e:
         _fail(e)
@@ -168,14 +185,53 @@ def repro(
     from flows.tracking import start_pipeline_run, tracking_uri
 
     fail_orphaned_runs(experiment, tracking_uri())
-    cmd = ["dvc", "repro", *(targets or []), *(["--force"] if force else [])]
     with start_pipeline_run(experiment) as run:
         record_owner(run.info.run_id, tracking_uri())
-        code = subprocess.run(cmd, env={**os.environ, "PATH": venv_path()}).returncode
-        if code:  # raising inside the run marks it FAILED in MLflow
-            typer.secho(f"dvc repro failed (exit {code}); MLflow run {run.info.run_id}",
-                        fg=typer.colors.RED, err=True)
-            raise typer.Exit(code)
+        if stale:
+            _dvc(["repro", *(targets or []), *(["--force"] if force else [])], run)
+            lacking = registry_lacks(targets)
+        if lacking:  # the registry changed under DVC: register the bundles again, no retraining
+            typer.echo("the registry lacks " + "; ".join(lacking) + ": registering again")
+            _dvc(["repro", "--force", "--single-item", "register"], run)
+    typer.echo(pipeline_summary())
+
+
+def _dvc(args: list[str], run: Any) -> None:
+    """One committing `dvc` command inside the pipeline run, its cache copies verified."""
+    from flows.dvc_ops import CacheIncomplete, read_lock_stages, verify_commit
+
+    before = read_lock_stages(".")
+    code = subprocess.run(["dvc", *args], env={**os.environ, "PATH": venv_path()}).returncode
+    try:  # DVC exits 0 even when a full disk cut its cache copy short
+        verify_commit(".", before)
+    except CacheIncomplete as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        code = code or 1
+    if code:  # raising inside the run marks it FAILED in MLflow
+        typer.secho(f"dvc {' '.join(args)} failed (exit {code}); MLflow run {run.info.run_id}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(code)
+
+
+def registry_lacks(targets: list[str] | None = None) -> list[str]:
+    """What the last `register` recorded that the configured registry does not hold (another
+    tracking URI, a wiped store); a registry that cannot be read forces nothing, with a warning.
+    Empty when ``targets`` leave `register` out."""
+    from flows.graph import stage_io
+    from flows.registry import missing_versions
+
+    if targets and "register" not in targets:
+        return []
+    try:
+        metrics = stage_io("register").metrics
+    except ValueError:  # a dvc.yaml without a register stage
+        return []
+    try:
+        return missing_versions(metrics)
+    except Exception as e:  # noqa: BLE001 - an outage: say so, and do not re-register blindly
+        typer.secho(f"warning: cannot read the registry ({e}); `register` not re-run",
+                    fg=typer.colors.YELLOW, err=True)
+        return []
 
 
 @app.command()
@@ -214,6 +270,9 @@ def run(
     if not state.is_completed():
         typer.secho(f"flow {state.name}: {state.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+    from flows.summary import pipeline_summary
+
+    typer.echo(pipeline_summary())
 
 
 def _interrupted(state: Any, caught: dict[str, int]) -> bool:
@@ -307,7 +366,10 @@ def status() -> None:
             picked = {k: v for k, v in values.items() if k == key or k.startswith(key + ".")}
             shown += [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in picked.items()]
-        state = "stale" if name in stale else "up to date"
+        lacking = registry_lacks() if node.stage == "register" else []
+        state = "stale" if name in stale or lacking else "up to date"
+        if lacking:  # never "up to date" beside a registry that lacks what it recorded
+            shown.append("the registry lacks " + "; ".join(lacking))
         typer.echo(f"{name:26} {state:11} {', '.join(shown)}")
     try:
         from flows.register import champion_summary
@@ -349,12 +411,16 @@ def reproduce(
 def predict(
     bundle: Path = typer.Argument(..., help="A bundle folder (models/bundles/<variant>)."),
     inputs: list[Path] = typer.Argument(..., help="PNG/JPEG images or an .npz with `x`."),
+    raw: bool = typer.Option(False, "--raw", help="Inputs hold the source's raw values "
+                             "(metadata input.raw_source; digits: 0..16), not 0..255 pixels."),
+    max_pixels: int = typer.Option(64_000_000, help="Refuse image files with more pixels "
+                                   "(read from the header, before decoding)."),
 ) -> None:
     """Run a deployable bundle on image files or an .npz and print one label per input."""
     from components.convert import predict_bundle
 
     try:
-        labels = predict_bundle(bundle, inputs)
+        labels = predict_bundle(bundle, inputs, raw=raw, max_pixels=max_pixels)
     except Exception as e:  # noqa: BLE001 - bad file or bundle: say which
         _fail(e)
     names = [str(p) for p in inputs]

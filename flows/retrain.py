@@ -50,7 +50,9 @@ def push_data(repo: str) -> str:
 
 @task
 def check_data(repo: str, refresh: bool) -> None:
-    """Re-read the source (ingest, forced when `refresh`), then `validate`; raise on bad data."""
+    """Check the params, re-read the source (ingest, forced when `refresh`), then `validate`;
+    raise on bad data."""
+    run_dvc(["repro", "--single-item", "check"], repo)  # before ingest removes anything
     run_dvc(["repro", "--single-item", *(["--force"] if refresh else []), "ingest"], repo)
     try:
         run_dvc(["repro", "--single-item", "validate"], repo)

@@ -96,6 +96,7 @@ def reproduce(job: StageJob) -> dict[str, Any]:
     """
     from dvc.repo import Repo
 
+    from flows.dvc_ops import read_lock_stages, verify_commit
     from flows.stages import run_stage
 
     start = time.perf_counter()
@@ -110,8 +111,10 @@ def reproduce(job: StageJob) -> dict[str, Any]:
         run_stage(job.call.name, job.call.item, Path(job.call.params))
         stage_s = _since(start)
         start = time.perf_counter()
+        before = read_lock_stages(".")
         with Repo(".", _wait_for_lock=True) as repo, repo.scm_context(quiet=True):
             repo.commit(job.address, force=True)  # autostage as `dvc repro` does, when configured
+        verify_commit(".", before)  # a full disk can cut DVC's cache copy short, silently
     return {"status": "ran", "dvc_s": round(dvc_s + _since(start), 3), "stage_s": stage_s}
 
 

@@ -76,7 +76,9 @@ def test_repro_with_nothing_changed_says_so_and_opens_no_mlflow_run(
                         lambda *args, **kwargs: asked.append(args) or set())
     result = runner.invoke(app, ["repro"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "Data and pipelines are up to date: nothing to run."
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "Data and pipelines are up to date: nothing to run."
+    assert "Summary" in lines and "champion: none registered yet" in result.stdout
     assert asked == [(".", None)]
     assert pipeline_runs == []
     assert not (project / "mlflow.db").exists()
@@ -145,3 +147,56 @@ def test_run_fails_in_one_line_when_prefects_server_misses_its_startup_timeout(p
     last = result.stderr.strip().splitlines()[-1]  # after Prefect's own INFO lines
     assert last.startswith("error: Prefect's temporary API server did not answer within 0 s")
     assert "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in last
+
+
+def _recorded_registration(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics/register.json as a register stage wrote it against another registry; the
+    configured one (a fresh sqlite store) holds none of it."""
+    from components.core.io import atomic_write_json
+
+    atomic_write_json(project / "metrics" / "register.json", {
+        "model_name": "moved-store", "registered": ["fp32"], "onnx_sha256": {"fp32": "a" * 64},
+        "missing": [], "outcome": "champion", "candidate": "fp32"})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'other.db'}")
+
+
+def test_repro_registers_again_when_the_registry_lacks_what_register_recorded(
+        project: Path, pipeline_runs: list, monkeypatch: pytest.MonkeyPatch):
+    import flows.cli
+    import flows.pipeline
+
+    _recorded_registration(project, monkeypatch)
+    monkeypatch.setattr(flows.dvc_ops, "changed_stages", lambda *args, **kwargs: set())
+    monkeypatch.setattr(flows.pipeline, "fail_orphaned_runs", lambda *a: [])
+    monkeypatch.setattr(flows.pipeline, "record_owner", lambda *a: None)
+    commands: list[list[str]] = []
+    real_run = flows.cli.subprocess.run
+
+    def run(cmd, **kwargs):  # `dvc` is recorded, not run; anything else (git) runs
+        if cmd[0] != "dvc":
+            return real_run(cmd, **kwargs)
+        commands.append(cmd)
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(flows.cli.subprocess, "run", run)
+    result = runner.invoke(app, ["repro"])
+    assert result.exit_code == 0, result.output
+    assert "the registry lacks fp32: no version of `moved-store`" in result.stdout
+    assert commands == [["dvc", "repro", "--force", "--single-item", "register"]]
+    assert "up to date" not in result.stdout
+
+
+def test_status_never_calls_register_up_to_date_when_the_registry_lacks_its_versions(
+        project: Path, monkeypatch: pytest.MonkeyPatch):
+    import subprocess
+
+    from tests.workspace import BIN
+
+    _recorded_registration(project, monkeypatch)
+    subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=project, check=True)
+    monkeypatch.setattr(flows.dvc_ops, "changed_stages", lambda *args, **kwargs: set())
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    (line,) = [ln for ln in result.stdout.splitlines() if ln.startswith("register ")]
+    assert "stale" in line and "the registry lacks fp32" in line
+    assert result.stdout.strip().splitlines()[-1].startswith("champion of")
