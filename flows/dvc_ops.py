@@ -13,18 +13,27 @@ does not hold. `run_dvc` therefore checks, after every `repro` or `commit`, that
 of each stage whose dvc.lock entry changed has its objects in the cache (`verify_commit`); when
 one is missing it puts back that stage's previous entry, so `dvc status` truthfully reports the
 stage changed, and raises `CacheIncomplete` naming the stage, the out and the object.
+
+The flow owns these processes as it owns its warm workers: `run_dvc` keeps the process group of
+each command while it runs, and `terminate_running` (the flow's SIGTERM/SIGINT handler calls it)
+ends them all, the stage's command included; DVC then commits nothing of the interrupted stages.
+A stage's output (DVC's and the command's stdout and stderr, merged) goes line by line to the
+caller's ``log``, which the flow forwards to the Prefect run logs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +52,20 @@ COMMITTING = ("repro", "commit")  # the `dvc` commands that write hashes into dv
 # DVC's temporary names in its cache folders (`.<22 url-safe base64 chars>.tmp`)
 _CACHE_TEMP = re.compile(r"\.[A-Za-z0-9_-]{22}\.tmp")
 
+# Process groups of the `dvc` commands running now, for `terminate_running`. Re-entrant: the
+# flow's signal handler runs in the main thread, which may be holding it when the signal lands.
+_RUNNING: set[int] = set()
+_RUNNING_LOCK = threading.RLock()
+
+LogSink = Callable[[int, str], None]  # (logging level, line): where a stage's output goes
+
 
 def run_dvc(args: list[str], repo: str | Path, env: dict[str, str] | None = None,
-            timeout_s: float | None = None) -> str:
+            timeout_s: float | None = None, log: LogSink | None = None) -> str:
     """Run `dvc --wait-for-lock ARGS` in `repo`; return its output or raise `StageFailed`.
 
-    The command leads its own process group, so a timeout ends the stage's training process too.
+    The command leads its own process group, so a timeout (or `terminate_running`) ends the
+    stage's training process too. ``log`` gets each line of the output, also when it failed.
     After `repro` and `commit`, `verify_commit` checks the cache (`CacheIncomplete` if not).
     """
     bin_dir = Path(sys.executable).parent  # the venv's `dvc` and `distillery`
@@ -61,7 +78,7 @@ def run_dvc(args: list[str], repo: str | Path, env: dict[str, str] | None = None
     commits = bool(args) and args[0] in COMMITTING
     before = read_lock_stages(repo) if commits else {}
     try:
-        out = _communicate(cmd, args, repo, full_env, timeout_s)
+        out = _communicate(cmd, args, repo, full_env, timeout_s, log)
     except StageFailed as failed:
         if commits:
             try:
@@ -75,25 +92,76 @@ def run_dvc(args: list[str], repo: str | Path, env: dict[str, str] | None = None
 
 
 def _communicate(cmd: list[str], args: list[str], repo: str | Path, full_env: dict[str, str],
-                 timeout_s: float | None) -> str:
+                 timeout_s: float | None, log: LogSink | None = None) -> str:
     proc = subprocess.Popen(cmd, cwd=repo, env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc.pid)  # its own session: the group id is its pid
     try:
-        out, _ = proc.communicate(timeout=timeout_s)
+        out, timed_out = _wait(proc, timeout_s)
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc.pid)
+    if log is not None:
+        for line in out.splitlines():
+            if line.strip():
+                log(logging.INFO, line)  # stdout and stderr are one stream here
+    if timed_out:
+        raise StageFailed(f"`dvc {' '.join(args)}` ran past its {timeout_s:g} s timeout")
+    if proc.returncode:
+        tail = "\n".join(out.strip().splitlines()[-25:])
+        how = (f"was stopped by {signal.Signals(-proc.returncode).name}"
+               if proc.returncode < 0 else f"failed (exit {proc.returncode})")
+        raise StageFailed(f"`dvc {' '.join(args)}` {how}:\n{tail}")
+    return out
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float | None) -> tuple[str, bool]:
+    """(output, whether it ran past ``timeout_s``): past it, its group gets SIGTERM, then
+    SIGKILL after 30 s."""
+    try:
+        return proc.communicate(timeout=timeout_s)[0], False
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.communicate(timeout=30)
+            return proc.communicate(timeout=30)[0], True
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-        raise StageFailed(f"`dvc {' '.join(args)}` ran past its {timeout_s:g} s timeout") from None
-    if proc.returncode:
-        tail = "\n".join(out.strip().splitlines()[-25:])
-        raise StageFailed(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
-    return out
+            return proc.communicate()[0], True
+
+
+def terminate_running(grace_s: float = 3.0) -> list[int]:
+    """Stop every `dvc` command `run_dvc` is running in this process: SIGTERM to each one's
+    process group, SIGKILL to the groups with a process left after ``grace_s``; returns once
+    the groups are empty (or 5 s after the SIGKILL). Each interrupted `run_dvc` raises
+    `StageFailed`; DVC commits nothing of the stage. Returns the group ids."""
+    with _RUNNING_LOCK:
+        stopped = sorted(_RUNNING)
+    alive = stopped
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for pgid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait_s
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = [g for g in alive if _group_alive(g)]
+        if not alive:
+            break
+    return stopped
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether group ``pgid`` has a process left (its leader until `run_dvc` reaps it)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def changed_stages(repo: str | Path, targets: list[str] | None = None,

@@ -11,7 +11,12 @@ Two ways to run a stage:
 - on a Dask cluster (`DISTILLERY_DASK_ADDRESS`), or for a command that is not `distillery stage`,
   as `dvc repro --single-item STAGE` in a subprocess.
 
-The flow owns its children. SIGTERM or SIGINT stops the workers (their process groups) at once:
+What a stage logs (its `distillery` log records and stderr lines in a worker, the output of its
+`dvc repro` process) goes to the Prefect run logs of its task when it ends, the last
+`STAGE_LOG_LINES` lines of it: a chatty stage cannot flood the API.
+
+The flow owns its children. SIGTERM or SIGINT stops the workers (their process groups) and the
+`dvc repro` processes (`flows.dvc_ops.terminate_running`) at once:
 the running stages fail, their outputs go to `reports/failed/<stage>/`, nothing of theirs reaches
 dvc.lock, and the flow ends with `FlowInterrupted` (MLflow pipeline run KILLED, Prefect flow run
 FAILED). A flow killed outright (SIGKILL) leaves its pipeline run RUNNING; the next flow (or
@@ -21,11 +26,13 @@ FAILED). A flow killed outright (SIGKILL) leaves its pipeline run RUNNING; the n
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +44,14 @@ from prefect.context import FlowRunContext
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dvc_ops import StageFailed, order_lockfile, read_lock_entry, run_dvc, stage_changed
+from flows.dvc_ops import (
+    StageFailed,
+    order_lockfile,
+    read_lock_entry,
+    run_dvc,
+    stage_changed,
+    terminate_running,
+)
 from flows.graph import StageGraph, StageNode, read_graph
 from flows.notify import apprise_url, failure_hook
 from flows.workers import (
@@ -57,6 +71,7 @@ EVALUATION_REPORT = Path("reports/evaluate/evaluate.md")
 # Recorded on the MLflow pipeline run: which process owns it, to tell a crashed run from a live one
 PID_TAG, HOST_TAG, STARTED_TAG = "distillery.pid", "distillery.host", "distillery.pid_started"
 INTERRUPTS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+STAGE_LOG_LINES = 200  # per stage, the most lines forwarded to the Prefect run logs
 
 
 class FlowInterrupted(StageFailed):
@@ -106,6 +121,42 @@ def find_stage_run(name: str, parent_run_id: str, experiment: str, uri: str) -> 
 # --- the stage task -----------------------------------------------------------------------------
 
 
+class StageLog:
+    """The last ``limit`` lines a stage logged, as ``(level, line)``; call it with each line."""
+
+    def __init__(self, limit: int = STAGE_LOG_LINES) -> None:
+        self.lines: deque[tuple[int, str]] = deque(maxlen=limit)
+        self.seen = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, line: str) -> None:
+        with self._lock:
+            self.seen += 1
+            self.lines.append((level, line))
+
+    def forward(self, address: str, logger: logging.Logger | logging.LoggerAdapter) -> None:
+        """Log the kept lines on ``logger`` at their own level, after a note of those dropped."""
+        with self._lock:
+            lines, dropped = list(self.lines), self.seen - len(self.lines)
+        if dropped:
+            logger.info("stage `%s`: %d earlier line(s) of its log left out, the last %d follow",
+                        address, dropped, len(lines))
+        for level, line in lines:
+            logger.log(level, "%s", line)
+
+
+def run_logger(address: str) -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger of the task running ``address``; outside a run (``task.fn()``)
+    the `distillery.stage` logger."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(f"distillery.stage.{address}")
+
+
 @task(name="stage")
 def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment: str,
                     timeout_s: float, force: bool = False) -> StageRecord:
@@ -114,16 +165,20 @@ def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment:
     pool = pool_for(repo)
     call = parse_stage_cmd(node.cmd) if pool else None
     timings: dict[str, float] = {}
-    if pool is not None and call is not None:
-        result = run_in_worker(StageJob(node.name, call, node.outs, force), pool, repo, env,
-                               timeout_s)
-        changed = result.pop("status") == "ran"
-        timings = result
-    else:
-        changed = force or stage_changed(node.name, repo, env)
-        if changed:
-            run_dvc(["repro", "--single-item", *(["--force"] if force else []), node.name],
-                    repo, env, timeout_s)
+    log = StageLog()
+    try:
+        if pool is not None and call is not None:
+            result = run_in_worker(StageJob(node.name, call, node.outs, force), pool, repo, env,
+                                   timeout_s, log)
+            changed = result.pop("status") == "ran"
+            timings = result
+        else:
+            changed = force or stage_changed(node.name, repo, env)
+            if changed:
+                run_dvc(["repro", "--single-item", *(["--force"] if force else []), node.name],
+                        repo, env, timeout_s, log)
+    finally:
+        log.forward(node.name, run_logger(node.name))
     inputs, params = read_lock_entry(node.name, repo)
     parent, uri = env.get("DISTILLERY_PARENT_RUN_ID"), env.get("MLFLOW_TRACKING_URI", "")
     run_id = find_stage_run(node.name, parent, experiment, uri) if changed and parent else None
@@ -137,13 +192,13 @@ def reproduce_stage(node: StageNode, repo: str, env: dict[str, str], experiment:
 
 
 def run_in_worker(job: StageJob, pool: StageWorkers, repo: str, env: dict[str, str],
-                  timeout_s: float) -> dict[str, Any]:
+                  timeout_s: float, log: StageLog | None = None) -> dict[str, Any]:
     """`dvc repro --single-item` in a warm worker (`flows.workers.reproduce`'s result);
-    StageFailed on failure."""
+    StageFailed on failure. ``log`` gets what the stage logged."""
     from flows.stages import quarantine
 
     try:
-        return pool.run(job, env, timeout_s)
+        return pool.run(job, env, timeout_s, log)
     except WorkerError as e:
         # the stage moves its outputs aside itself; a killed or dead worker cannot
         root = Path(repo)
@@ -254,7 +309,8 @@ def tracking_env(repo: str | Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def stop_on_signals(repo: str | Path) -> Iterator[dict[str, int]]:
-    """While the block runs, SIGTERM and SIGINT stop ``repo``'s stage workers at once.
+    """While the block runs, SIGTERM and SIGINT stop ``repo``'s stage workers and every `dvc`
+    command `flows.dvc_ops.run_dvc` runs, at once.
 
     Yields a dict that gets ``signal`` when one arrived; the block then ends as its stages fail.
     Main thread only (Python delivers signals there); the previous handlers come back after.
@@ -270,6 +326,8 @@ def stop_on_signals(repo: str | Path) -> Iterator[dict[str, int]]:
         pool = pool_for(repo)
         if first and pool is not None:
             pool.terminate()
+        if first:
+            terminate_running()  # the `dvc repro` stages (workers=0, other commands)
 
     previous = {sig: signal.signal(sig, stop) for sig in INTERRUPTS}
     try:

@@ -13,21 +13,28 @@ working directory is the repo, as DVC expects) reproduces it as `dvc repro --sin
 and writes the same dvc.lock (`flows.worker_child`, the code that runs inside a worker). Other
 commands run through `dvc repro` unchanged. This module is the flow's side: which commands a
 worker takes, and the pool of workers, which `terminate` stops at once (SIGTERM, SIGINT).
+
+What a stage logs comes back to the flow, which forwards it to the Prefect run logs: each worker
+runs `_serve` under `serve_with_logs`, which sends the records of the `distillery` loggers (INFO
+and up) and each line the stage writes to ``sys.stderr`` over a second pipe; `StageWorkers.run`
+hands the lines that arrived while a job ran to its caller's ``log``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import queue
 import shlex
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +42,13 @@ from flows.worker_child import StageCall, StageJob, _serve, reproduce
 
 __all__ = [  # StageCall, StageJob and reproduce re-exported for flows.pipeline and the tests
     "StageCall", "StageJob", "StageWorkers", "WorkerError", "WorkerLost", "default_size",
-    "parse_stage_cmd", "pool_for", "reproduce", "stage_workers",
+    "parse_stage_cmd", "pool_for", "reproduce", "serve_with_logs", "stage_workers",
 ]
 
 WORKERS_ENV = "DISTILLERY_WORKERS"
+MAX_LINE_CHARS = 2000  # a longer log line (a tqdm bar redrawn without newlines) is cut here
+
+LogSink = Callable[[int, str], None]  # (logging level, line), as in `flows.dvc_ops`
 
 
 class WorkerError(RuntimeError):
@@ -72,39 +82,134 @@ def parse_stage_cmd(cmd: str) -> StageCall | None:
     return StageCall(name, options.get("item"), options.get("params", "params.yaml"))
 
 
+# --- the worker side of the log pipe (runs in the child) ------------------------------------------
+
+
+class _LogPipe(logging.Handler):
+    """Sends log records and stderr lines to the flow: ``(level, line)`` over ``conn``.
+
+    A send blocks only while the pipe is full, and the flow reads it whenever it waits for a
+    job; lines written between jobs go to the next one."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        self.conn = conn
+        self.send_lock = threading.Lock()  # Connection.send is not thread-safe
+
+    def send(self, level: int, line: str) -> None:
+        with self.send_lock, contextlib.suppress(OSError, ValueError):  # the flow went away
+            self.conn.send((level, line[:MAX_LINE_CHARS]))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - logging must never fail the stage
+            self.handleError(record)
+            return
+        for line in text.splitlines():
+            self.send(record.levelno, line)
+
+
+class _StderrLines:
+    """``sys.stderr`` that also sends each line (split at newlines and carriage returns) to the
+    flow; the worker's real stderr still gets everything."""
+
+    def __init__(self, stream: Any, pipe: _LogPipe) -> None:
+        self._stream, self._pipe, self._partial = stream, pipe, ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        with self._lock:
+            *lines, self._partial = (self._partial + text).replace("\r", "\n").split("\n")
+            if len(self._partial) > MAX_LINE_CHARS:
+                lines.append(self._partial)
+                self._partial = ""
+        for line in lines:
+            if line.strip():
+                self._pipe.send(logging.INFO, line)
+        return written
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding: the stream's
+        return getattr(self._stream, name)
+
+
+def serve_with_logs(repo: str, conn: Connection, log_conn: Connection, parent: int | None = None,
+                    pdeathsig: bool = False) -> None:  # pragma: no cover - runs in the child
+    """The worker's target: `_serve`, with the `distillery` loggers' records (INFO and up) and
+    the lines written to stderr sent to the flow over ``log_conn``."""
+    pipe = _LogPipe(log_conn)
+    logger = logging.getLogger("distillery")
+    logger.addHandler(pipe)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)  # a stage's progress lines are INFO
+    sys.stderr = _StderrLines(sys.stderr, pipe)
+    _serve(repo, conn, parent, pdeathsig)
+
+
+# --- the flow side --------------------------------------------------------------------------------
+
+
 class _Worker:
     def __init__(self, repo: str) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded flow process
         self.conn, child = ctx.Pipe()
+        self.logs, child_logs = ctx.Pipe(duplex=False)
         # PR_SET_PDEATHSIG fires when the starting *thread* ends: asked for from the main one only
         main = threading.current_thread() is threading.main_thread()
-        self.process = ctx.Process(target=_serve, args=(repo, child, os.getpid(), main),
+        self.process = ctx.Process(target=serve_with_logs,
+                                   args=(repo, child, child_logs, os.getpid(), main),
                                    name="distillery-stage")
         self.process.start()
         child.close()
+        child_logs.close()
         self.ready = False
 
-    def call(self, job: StageJob, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    def call(self, job: StageJob, env: dict[str, str], timeout_s: float,
+             log: LogSink | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         if not self.ready:
-            self._receive(deadline, f"worker start-up for `{job.address}`")
+            self._receive(deadline, f"worker start-up for `{job.address}`", log)
             self.ready = True
         # plain values only: the worker imports the repo's code, which may not define StageJob
         self.conn.send((asdict(job), env))
-        status, message, trace = self._receive(deadline, f"stage `{job.address}`")
+        status, message, trace = self._receive(deadline, f"stage `{job.address}`", log)
         if status != "ok":
             raise WorkerError(f"{message}\n{trace}".strip())
         return message
 
-    def _receive(self, deadline: float, what: str) -> tuple[Any, ...]:
-        ready = wait([self.conn, self.process.sentinel], max(0.0, deadline - time.monotonic()))
-        if self.conn in ready:
-            with contextlib.suppress(EOFError):
-                return self.conn.recv()
-        if not ready:
-            raise WorkerLost(f"{what} ran past its timeout")
+    def _receive(self, deadline: float, what: str, log: LogSink | None = None) -> tuple[Any, ...]:
+        """The worker's next answer; meanwhile its log lines go to ``log``."""
+        while True:
+            waiting = [self.conn, self.process.sentinel, *([self.logs] if self.logs else [])]
+            ready = wait(waiting, max(0.0, deadline - time.monotonic()))
+            if self.logs in ready:
+                self._drain_logs(log)
+            if self.conn in ready:
+                with contextlib.suppress(EOFError):
+                    answer = self.conn.recv()
+                    self._drain_logs(log)  # the lines it sent before it answered
+                    return answer
+                break
+            if not ready:
+                self._drain_logs(log)
+                raise WorkerLost(f"{what} ran past its timeout")
+            if self.process.sentinel in ready:
+                break
+        self._drain_logs(log)
         self.process.join(1)
         raise WorkerLost(f"{what}: worker process died (exit {self.process.exitcode})")
+
+    def _drain_logs(self, log: LogSink | None) -> None:
+        """Read every log line waiting in the pipe (None once the worker closed it)."""
+        try:
+            while self.logs is not None and self.logs.poll():
+                level, line = self.logs.recv()
+                if log is not None:
+                    log(level, line)
+        except (EOFError, OSError):
+            self.logs = None
 
     def ask_to_exit(self) -> None:
         if self.process.is_alive():
@@ -127,6 +232,8 @@ class _Worker:
             self.signal_group(signal.SIGKILL)
             self.process.join()
         self.conn.close()
+        if self.logs is not None:
+            self.logs.close()
 
 
 class StageWorkers:
@@ -149,17 +256,19 @@ class StageWorkers:
             self._started.append(worker)
             return worker
 
-    def run(self, job: StageJob, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    def run(self, job: StageJob, env: dict[str, str], timeout_s: float,
+            log: LogSink | None = None) -> dict[str, Any]:
         """Reproduce one stage in an idle worker (waiting for one); what `reproduce` returns.
 
-        Raises `WorkerError` on failure; a worker that timed out or died is replaced (unless the
-        pool was closed meanwhile), one whose stage raised lives on.
+        ``log`` gets each line the stage logged or wrote to stderr, as it arrives. Raises
+        `WorkerError` on failure; a worker that timed out or died is replaced (unless the pool was
+        closed meanwhile), one whose stage raised lives on.
         """
         worker = self._idle.get()
         try:
             if self.closed:
                 raise WorkerError(f"stage `{job.address}`: the worker pool is closed")
-            return worker.call(job, env, timeout_s)
+            return worker.call(job, env, timeout_s, log)
         except WorkerLost:
             worker.stop(grace_s=0)
             with self._lock:

@@ -105,3 +105,83 @@ def test_a_cache_copy_cut_by_a_full_disk_leaves_dvc_lock_truthful(tmp_path: Path
     assert changed_stages(tmp_path) == {"big"}  # truthful: the new outdir is not committed
     run_dvc(["repro"], tmp_path)  # with room on the disk it commits
     assert missing_from_cache(tmp_path) == {} and changed_stages(tmp_path) == set()
+
+
+SLEEPY_DVC_YAML = """\
+stages:
+  sleepy:
+    cmd: touch started && sleep 120 && echo late > slept.txt
+    outs: [slept.txt]
+  chatty:
+    cmd: bash -c 'for i in 1 2 3; do echo "epoch $i/3 loss 0.$i" >&2; done; echo ok > said.txt'
+    outs: [said.txt]
+"""
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of process group ``pgid``."""
+    import psutil
+
+    live = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                live.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return live
+
+
+@pytest.fixture
+def sleepy_repo(tmp_path: Path) -> Path:
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    run_dvc(["init", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text(SLEEPY_DVC_YAML)
+    return tmp_path
+
+
+def test_terminate_running_stops_a_running_dvc_repro_and_nothing_is_committed(sleepy_repo: Path):
+    """#14: SIGTERM to the flow stopped its warm workers but not its `dvc repro` processes."""
+    import threading
+
+    import psutil
+
+    from flows.dvc_ops import read_lock_stages, terminate_running
+
+    errors: list[BaseException] = []
+
+    def repro() -> None:
+        try:
+            run_dvc(["repro", "sleepy"], sleepy_repo)
+        except StageFailed as e:
+            errors.append(e)
+
+    runner = threading.Thread(target=repro)
+    runner.start()
+    for _ in range(600):  # DVC plans the stage, then its command starts
+        if (sleepy_repo / "started").exists() or not runner.is_alive():
+            break
+        runner.join(0.1)
+    assert (sleepy_repo / "started").exists(), "the stage's command never started"
+    sleepers = [p for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] == ["sleep", "120"]]
+    (group,) = terminate_running()
+    runner.join(60)
+    assert not runner.is_alive(), "run_dvc still waits on the stopped command"
+    assert errors and "`dvc repro sleepy`" in str(errors[0])
+    assert not any(p.is_running() and p.status() != "zombie" for p in sleepers)
+    assert not group_members(group)  # the whole group is gone, the stage's command too
+    assert "sleepy" not in read_lock_stages(sleepy_repo)
+    assert not (sleepy_repo / "slept.txt").exists()
+    assert terminate_running() == []  # nothing left running
+
+
+def test_run_dvc_hands_each_line_of_the_stage_output_to_its_log(sleepy_repo: Path):
+    """#15: the stage's stderr lines reach the caller (the flow forwards them to Prefect)."""
+    import logging
+
+    lines: list[tuple[int, str]] = []
+    run_dvc(["repro", "chatty"], sleepy_repo, log=lambda level, line: lines.append((level, line)))
+    assert [line for _, line in lines if line.startswith("epoch")] == [
+        "epoch 1/3 loss 0.1", "epoch 2/3 loss 0.2", "epoch 3/3 loss 0.3"]
+    assert {level for level, _ in lines} == {logging.INFO}

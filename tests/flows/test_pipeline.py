@@ -96,6 +96,43 @@ def test_sigterm_in_the_flow_body_stops_the_workers_and_is_reported(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_sigterm_in_the_flow_body_stops_a_running_dvc_repro_stage(tmp_path):
+    """#14: the `dvc repro` processes (workers=0, Dask, other commands) outlived a SIGTERM."""
+    import os
+    import signal
+    import threading
+
+    from flows.dvc_ops import StageFailed, read_lock_stages, run_dvc
+    from flows.pipeline import stop_on_signals
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    run_dvc(["init", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  sleepy:\n    cmd: touch started && sleep 120 && echo late > slept.txt\n"
+        "    outs: [slept.txt]\n")
+    errors: list[BaseException] = []
+
+    def repro() -> None:
+        try:
+            run_dvc(["repro", "sleepy"], tmp_path)
+        except StageFailed as e:
+            errors.append(e)
+
+    runner = threading.Thread(target=repro)
+    with stop_on_signals(tmp_path) as caught:
+        runner.start()
+        for _ in range(600):
+            if (tmp_path / "started").exists() or not runner.is_alive():
+                break
+            runner.join(0.1)
+        assert (tmp_path / "started").exists(), "the stage's command never started"
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in this (main) thread
+        runner.join(60)
+    assert caught == {"signal": signal.SIGTERM}
+    assert not runner.is_alive() and errors and "stopped by SIGTERM" in str(errors[0])
+    assert "sleepy" not in read_lock_stages(tmp_path)
+
+
 # --- real runs: a Prefect server, an MLflow server, a tiny clone ---------------------------------
 
 
@@ -132,9 +169,10 @@ def teacher_metrics(repo: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_pipeline_runs_each_stage_once_then_skips_all(servers, tiny_repo):
+def test_pipeline_runs_each_stage_once_then_skips_all(servers, tiny_repo, monkeypatch):
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    monkeypatch.setenv("DISTILLERY_PROGRESS", "0")  # log lines, not a bar, even on a terminal
     order = read_graph(tiny_repo).order
     serial = compression_pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
     state = serial(repo=str(tiny_repo), return_state=True)
@@ -146,6 +184,9 @@ def test_pipeline_runs_each_stage_once_then_skips_all(servers, tiny_repo):
     assert [r.name for r in records] == order
     assert {r.status for r in records} == {"ran"}
     assert all(r.mlflow_run_id and r.inputs for r in records)
+    # #15: what a stage in a warm worker logged (an INFO line per epoch) is in its task's logs
+    assert any("distillery.training INFO" in m and "epoch" in m
+               for m in task_logs(tasks["train_teachers@mlp"].id))
 
     # DVC's record is exactly that of `dvc repro`: clean status, and a plain repro changes nothing
     assert json.loads(dvc(tiny_repo, "status", "--json")) == {}
@@ -215,7 +256,6 @@ def _close(a: dict, b: dict) -> bool:
     return True
 
 
-@pytest.mark.slow
 def registry_state(name: str) -> tuple[list[str], str | None]:
     """(all version numbers, champion version) of ``name`` in the tracking server's registry."""
     import mlflow
@@ -230,6 +270,7 @@ def registry_state(name: str) -> tuple[list[str], str | None]:
     return versions, champion
 
 
+@pytest.mark.slow
 def test_a_failing_stage_fails_the_flow_and_notifies(servers, tiny_repo, apprise_inbox,
                                                      monkeypatch):
     url, received = apprise_inbox
@@ -262,3 +303,58 @@ def test_only_registry_stages_are_retried_with_back_off():
     assert {name for name, t in tasks.items() if t.retries} == IO_STAGES == {"register"}
     assert tasks["register"].retry_delay_seconds[0] < tasks["register"].retry_delay_seconds[-1]
     assert all(t.retries == 0 for n, t in tasks.items() if n.startswith("train_teachers"))
+
+
+CHATTY_DVC_YAML = """\
+stages:
+  chatty:
+    cmd: bash -c 'for i in $(seq 1 250); do echo "chatty epoch $i/250" >&2; done;
+      echo ok > said.txt'
+    outs: [said.txt]
+"""
+
+
+def task_logs(task_run_id) -> list[str]:
+    """The messages of a task run's logs, as the Prefect API holds them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # the log worker sends in batches
+    logs: list = []
+    with get_client(sync_client=True) as client:
+        while True:  # pages of the API's largest limit
+            page = client.read_logs(
+                LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id])),
+                limit=200, offset=len(logs))
+            logs += page
+            if len(page) < 200:
+                return [log.message for log in logs]
+
+
+def test_a_dvc_repro_stages_output_reaches_its_prefect_task_run_logs(servers, tmp_path):
+    """#15: the Prefect logs of a stage said only "Finished in state Completed()"."""
+    from prefect import flow
+
+    from flows.dvc_ops import run_dvc
+    from flows.pipeline import STAGE_LOG_LINES, reproduce_stage
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    run_dvc(["init", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text(CHATTY_DVC_YAML)
+    node = read_graph(tmp_path).stages["chatty"]
+
+    @flow(name="one-stage")
+    def one_stage(repo: str):
+        return reproduce_stage.with_options(name="chatty", task_run_name="chatty")(
+            node, repo, {}, "chatty-test", 120.0)
+
+    state = one_stage(str(tmp_path), return_state=True)
+    assert state.is_completed()
+    _, tasks = flow_run_and_tasks(state)
+    messages = task_logs(tasks["chatty"].id)
+    epochs = [m for m in messages if m.startswith("chatty epoch")]
+    assert epochs[-1] == "chatty epoch 250/250"
+    # bounded: the last STAGE_LOG_LINES lines of the output, after a note of what was left out
+    assert len(epochs) <= STAGE_LOG_LINES and "chatty epoch 1/250" not in epochs
+    assert any("earlier line(s) of its log left out" in m for m in messages)

@@ -162,3 +162,67 @@ def test_terminate_stops_a_busy_worker_and_its_process_group(workspace, tmp_path
             pool.run(job("ingest"), env, timeout_s=5)
     finally:
         pool.close()
+
+
+def test_the_logging_spawn_target_is_found_by_reference():
+    import pickle
+
+    from flows.workers import serve_with_logs
+
+    assert pickle.loads(pickle.dumps(serve_with_logs)) is serve_with_logs
+
+
+def test_the_log_pipe_sends_distillery_records_and_stderr_lines_to_the_flow():
+    """#15, the worker side: what a stage logs or prints to stderr reaches the flow's end of the
+    pipe, at its level, split into lines and cut at MAX_LINE_CHARS."""
+    import io
+    import logging
+    import multiprocessing
+
+    from flows.workers import MAX_LINE_CHARS, _LogPipe, _StderrLines
+
+    flow_end, worker_end = multiprocessing.Pipe(duplex=False)
+    pipe = _LogPipe(worker_end)
+    logger = logging.getLogger("distillery.test_workers")
+    logger.addHandler(pipe)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.info("mlp: epoch %d/%d", 1, 2)
+        logger.debug("not forwarded: below INFO")
+        logger.warning("two\nlines")
+    finally:
+        logger.removeHandler(pipe)
+    real = io.StringIO()
+    stderr = _StderrLines(real, pipe)
+    stderr.write("50%|#####     |\r100%|##########|\nhalf a ")
+    stderr.write("line\n" + "x" * (MAX_LINE_CHARS + 10))
+    received = []
+    while flow_end.poll():
+        received.append(flow_end.recv())
+    assert received == [
+        (logging.INFO, "distillery.test_workers INFO: mlp: epoch 1/2"),
+        (logging.WARNING, "distillery.test_workers WARNING: two"),
+        (logging.WARNING, "lines"),
+        (logging.INFO, "50%|#####     |"), (logging.INFO, "100%|##########|"),
+        (logging.INFO, "half a line"), (logging.INFO, "x" * MAX_LINE_CHARS),
+    ]
+    assert real.getvalue().startswith("50%|#####     |\r100%")  # the real stderr gets it all
+    assert stderr.isatty() is False  # the stream's own answers: a bar only on a terminal
+
+
+@pytest.mark.slow
+def test_a_stage_in_a_worker_hands_its_epoch_log_lines_to_the_caller(tmp_path):
+    """#15: `distillery.training` logs one INFO line per epoch (no terminal); the pool's caller
+    gets them for the job that ran, the flow then forwards them to Prefect."""
+    workspace = make_workspace(tmp_path / "repo")  # its own: the shared one stays unreproduced
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "DISTILLERY_PROGRESS": "0"}
+    logs: dict[str, list[str]] = {}
+    with stage_workers(workspace, 1) as pool:
+        for address in read_graph(workspace).upstream_closure(["train_teachers@mlp"]).stages:
+            lines = logs.setdefault(address, [])
+            pool.run(job(address), env, timeout_s=600,
+                     log=lambda level, line, lines=lines: lines.append(line))
+    epochs = [line for line in logs["train_teachers@mlp"] if "distillery.training INFO" in line]
+    assert epochs and all("epoch" in line for line in epochs), logs["train_teachers@mlp"]
+    assert not any("distillery.training" in line for line in logs["ingest"] + logs["validate"])
