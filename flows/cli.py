@@ -96,7 +96,8 @@ def start_prefect_api() -> int | None:
 def interrupts_stop_workers() -> Iterator[dict[str, int]]:
     """SIGTERM/SIGINT outside the flow's body (start-up, teardown): stop the stage workers and
     leave what was running with KeyboardInterrupt; the flow's body has its own handlers."""
-    from flows.pipeline import INTERRUPTS
+    from flows.dvc_ops import terminate_running
+    from flows.pipeline import handling_interrupts
     from flows.workers import pool_for
 
     caught: dict[str, int] = {}
@@ -106,14 +107,11 @@ def interrupts_stop_workers() -> Iterator[dict[str, int]]:
         pool = pool_for(".")
         if pool is not None:
             pool.terminate()
+        terminate_running()
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, stop) for sig in INTERRUPTS}
-    try:
+    with handling_interrupts(stop):
         yield caught
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _log_progress() -> None:

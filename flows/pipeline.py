@@ -329,12 +329,19 @@ def stop_on_signals(repo: str | Path) -> Iterator[dict[str, int]]:
         if first:
             terminate_running()  # the `dvc repro` stages (workers=0, other commands)
 
-    previous = {sig: signal.signal(sig, stop) for sig in INTERRUPTS}
-    try:
+    with handling_interrupts(stop):
         yield caught
+
+
+@contextlib.contextmanager
+def handling_interrupts(handler: Any) -> Iterator[None]:
+    """``handler`` for SIGTERM and SIGINT while the block runs; the previous ones after."""
+    previous = {sig: signal.signal(sig, handler) for sig in INTERRUPTS}
+    try:
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def record_owner(run_id: str, uri: str) -> None:

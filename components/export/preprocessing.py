@@ -50,6 +50,7 @@ def input_contract(manifest: dict[str, Any]) -> dict[str, Any]:
         "name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC" if c > 1 else "NHW[C]",
         "shape": ["batch", h, w, c], "height": h, "width": w, "channels": c,
         "color": "L" if c == 1 else "RGB", "scale": scale,
+        # the Mul is folded into the normalisation where the graph opens with one
         "in_graph": ["Cast(float32)", f"Mul({scale:.9g})", "Transpose(NHWC->NCHW)"],
         "resize": {"size": [h, w], "downscale": "box", "upscale": "bilinear",
                    "where": "predict.py / distillery predict (Pillow), before the model"},
@@ -63,12 +64,44 @@ def input_contract(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def fold_scale(graph: Any, scale: float) -> bool:
+    """Fold the pixel scale into the graph's own normalisation when it opens with
+    ``Sub(image, mean) -> Div(std)`` (or ``Mul(1/std)``) on constants no other node reads:
+    ``(p * s - mean) / std == (p - mean / s) / (std / s)``, one node fewer per call (about
+    1.5 us of a 15 us model at 8x8). Returns whether it did; the graph is unchanged otherwise."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    first = readers.get(FLOAT_INPUT, [])
+    if len(first) != 1 or first[0].op_type != "Sub" or list(first[0].input)[0] != FLOAT_INPUT:
+        return False
+    sub = first[0]
+    mean = sub.input[1]
+    after = readers.get(sub.output[0], [])
+    if len(after) != 1 or after[0].op_type not in ("Div", "Mul") \
+            or list(after[0].input)[0] != sub.output[0]:
+        return False
+    norm, std = after[0], after[0].input[1]
+    if mean not in inits or std not in inits or len(readers[mean]) != 1 \
+            or len(readers[std]) != 1:
+        return False
+    for name, factor in ((mean, 1 / scale), (std, 1 / scale if norm.op_type == "Div" else scale)):
+        value = numpy_helper.to_array(inits[name])
+        inits[name].CopyFrom(numpy_helper.from_array((value * factor).astype(value.dtype), name))
+    return True
+
+
 def add_preprocessing(src: str | Path, dst: str | Path, in_shape: tuple[int, int, int],
                       scale: float) -> Path:
     """Write ``src`` (float (batch, C, H, W) ``image`` in) to ``dst`` taking uint8 NHWC pixels.
 
-    Prepends ``Cast -> Mul(scale) -> Transpose(0, 3, 1, 2)`` and appends ``probabilities``
-    (Softmax of the first output, unless it already holds probabilities) and ``label``.
+    Prepends ``Cast -> Mul(scale) -> Transpose(0, 3, 1, 2)`` (the Mul folded into the graph's
+    normalisation where `fold_scale` can) and appends ``probabilities`` (Softmax of the first
+    output, unless it already holds probabilities) and ``label``.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -88,16 +121,17 @@ def add_preprocessing(src: str | Path, dst: str | Path, in_shape: tuple[int, int
     del graph.input[:]
     graph.input.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8,
                                                      [batch_dim, h, w, c]))
-    graph.initializer.append(helper.make_tensor("preprocess_scale", TensorProto.FLOAT, [],
-                                                [float(scale)]))
-    head = [
-        helper.make_node("Cast", [INPUT_NAME], ["image_f32"], name="preprocess/cast",
-                         to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["image_f32", "preprocess_scale"], ["image_scaled"],
-                         name="preprocess/scale"),
-        helper.make_node("Transpose", ["image_scaled"], [FLOAT_INPUT], name="preprocess/nchw",
-                         perm=[0, 3, 1, 2]),
-    ]
+    head = [helper.make_node("Cast", [INPUT_NAME], ["image_f32"], name="preprocess/cast",
+                             to=TensorProto.FLOAT)]
+    scaled = "image_f32"
+    if not fold_scale(graph, float(scale)):  # else the normalisation's constants carry it
+        graph.initializer.append(helper.make_tensor("preprocess_scale", TensorProto.FLOAT, [],
+                                                    [float(scale)]))
+        head.append(helper.make_node("Mul", ["image_f32", "preprocess_scale"], ["image_scaled"],
+                                     name="preprocess/scale"))
+        scaled = "image_scaled"
+    head.append(helper.make_node("Transpose", [scaled], [FLOAT_INPUT], name="preprocess/nchw",
+                                 perm=[0, 3, 1, 2]))
     for node in reversed(head):
         graph.node.insert(0, node)
     first = graph.output[0].name

@@ -93,3 +93,35 @@ def test_input_contract_matches_how_ingest_scaled_the_source(kind, max_value, sc
     contract = input_contract(manifest)
     assert contract["shape"] == ["batch", 8, 8, 1] and contract["dtype"] == "uint8"
     assert (contract["raw_source"] or {}).get("max_value") == raw
+
+
+@pytest.mark.parametrize("norm", ["div", "mul"])
+def test_the_pixel_scale_folds_into_the_graphs_own_normalisation(
+        blobs: Split, tmp_path: Path, norm: str):
+    """A graph that opens with Sub(mean) -> Div(std) (or Mul(1/std)), as every exported
+    Distillery model does, takes the 1/255 into those constants: no Mul node, same logits."""
+    import onnx
+    import torch
+    from torch import nn
+
+    class Normalised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(0.3))
+            self.register_buffer("std", torch.tensor(0.25))
+            self.register_buffer("inv_std", torch.tensor(4.0))
+            self.body = band_model(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x - self.mean
+            return self.body(x / self.std if norm == "div" else x * self.inv_std)
+
+    src = export(Normalised().eval(), tmp_path / "float.onnx")
+    shipped = add_preprocessing(src, tmp_path / "shipped.onnx", (1, 8, 8), SCALE)
+    ops = [n.op_type for n in onnx.load(str(shipped)).graph.node]
+    assert ops[:3] == ["Cast", "Transpose", "Sub"] and "preprocess/scale" not in {
+        n.name for n in onnx.load(str(shipped)).graph.node}
+    pixels, floats = _pixels_and_floats(blobs)
+    got = make_session(shipped).run(None, {"image": pixels})[0]
+    np.testing.assert_allclose(got, run_session(make_session(src), floats), rtol=1e-5,
+                               atol=1e-5)
