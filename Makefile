@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 PYTEST_ARGS ?=
+# test files spread over the cores (a file's tests stay together: they share module fixtures)
+PYTEST_WORKERS ?= auto
 BENCH_ARGS ?=
 
 .PHONY: setup browser pipeline flow test test-fast bench lint dev-up dev-down clean
@@ -30,10 +32,10 @@ browser:
 	  echo "note: chromium is not installed; the Data Docs browser test will be skipped"
 
 test: setup browser
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 flow: setup
 	$(BIN)/distillery run

@@ -118,9 +118,20 @@ def _log_progress() -> None:
     """Stage progress (the `distillery` loggers, e.g. one line per epoch off a TTY) to stderr."""
     import logging
 
+    class CurrentStderr(logging.StreamHandler):
+        """Writes to whatever `sys.stderr` is when a record comes (a runner may swap it)."""
+
+        @property
+        def stream(self) -> Any:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: Any) -> None:
+            pass
+
     logger = logging.getLogger("distillery")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

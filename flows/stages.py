@@ -114,10 +114,11 @@ def _quarantine_on_failure(stage: str, outs: list[Path]) -> Iterator[None]:
         yield
     except OSError as e:
         quarantine(stage, outs)
-        if e.errno in NO_ROOM and not e.filename and not isinstance(e, NoRoomForOutputs):
+        if e.errno in NO_ROOM and not isinstance(e, NoRoomForOutputs):
+            where = f" ({e.filename})" if e.filename else ""
             raise NoRoomForOutputs(e.errno, f"{e.strerror}: stage `{stage}` could not write its "
-                                   f"outputs {[str(p) for p in outs]} (disk full or a file-size "
-                                   "limit?)") from e
+                                   f"outputs {[str(p) for p in outs]}{where} (disk full or a "
+                                   "file-size limit?)") from e
         raise
     except BaseException:
         quarantine(stage, outs)

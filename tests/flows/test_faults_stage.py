@@ -94,6 +94,7 @@ def test_a_full_disk_fails_the_stage_naming_it_and_publishes_nothing(tmp_path, m
                           env={**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": store})
     assert proc.returncode == 1
     assert "File too large: stage `ingest` could not write its outputs" in proc.stderr
+    assert "train.npz" in proc.stderr  # and the file it was writing
     assert "data/prepared" in proc.stderr
     assert not (ws / "data/prepared").exists()
     assert not list((ws / "data").glob(".prepared.*"))  # the atomic folder cleaned itself up
