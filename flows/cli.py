@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -114,24 +115,23 @@ def interrupts_stop_workers() -> Iterator[dict[str, int]]:
         yield caught
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes (a test runner may swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _log_progress() -> None:
     """Stage progress (the `distillery` loggers, e.g. one line per epoch off a TTY) to stderr."""
-    import logging
-
-    class CurrentStderr(logging.StreamHandler):
-        """Writes to whatever `sys.stderr` is when a record comes (a runner may swap it)."""
-
-        @property
-        def stream(self) -> Any:
-            return sys.stderr
-
-        @stream.setter
-        def stream(self, value: Any) -> None:
-            pass
-
     logger = logging.getLogger("distillery")
     if not logger.handlers:
-        handler = CurrentStderr()
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -155,13 +155,9 @@ def terminate_running(grace_s: float = 3.0) -> list[int]:
 
 def _group_alive(pgid: int) -> bool:
     """Whether group ``pgid`` has a process left (its leader until `run_dvc` reaps it)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from flows.worker_child import alive
+
+    return alive(pgid, group=True)
 
 
 def changed_stages(repo: str | Path, targets: list[str] | None = None,

@@ -219,20 +219,23 @@ def watch_parent(parent: int, interval_s: float = 0.5) -> None:  # pragma: no co
     os._exit(1)
 
 
+def alive(ident: int, group: bool = False) -> bool:
+    """Whether process ``ident`` (or, with ``group``, any process of group ``ident``) exists:
+    signal 0 reaches it (one we may not signal exists too)."""
+    try:
+        (os.killpg if group else os.kill)(ident, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def reap_when_orphaned(parent: int, pids: list[int], interval_s: float = 0.5) -> None:
     """Run as its own small process: once ``parent`` dies (kill -9 included), end ``pids``.
 
     For the children of the flow that cannot watch it themselves (Prefect's temporary API
     server). Returns at once when all ``pids`` are gone on their own."""
-    def alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
     while os.getppid() == parent and any(map(alive, pids)):
         time.sleep(interval_s)
     for sig in (signal.SIGTERM, signal.SIGKILL):
